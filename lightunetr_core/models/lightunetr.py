@@ -167,7 +167,10 @@ class LightUNETR(nn.Module):
 
         batch, channels, *grid = x.shape
         tokens = x.flatten(2).transpose(1, 2) + self.position_embedding
-        x = self.token_dropout(tokens).transpose(1, 2).reshape(batch, channels, *grid)
+        # The reference reshapes the (B, N, C) tokens straight to (B, C, X, Y, Z) without transposing
+        # back, which interleaves tokens and channels. Every trained checkpoint depends on that layout,
+        # so we keep it (the fixture test fails by ~0.07 in the logits with a clean transpose).
+        x = self.token_dropout(tokens).reshape(batch, channels, *grid)
 
         x, _ = self._run_stage(self.decoder_stages[3], x)
         x, _ = self._run_stage(self.decoder_stages[2], self.upsamplers[2](x) + skip3)
