@@ -1,0 +1,97 @@
+"""Training checkpoints: everything needed to resume bit-for-bit on the same device.
+
+Contents (all loadable with ``torch.load(..., weights_only=True)``): ``model`` (state dict),
+``optimizer``, ``scheduler``, ``thresholds`` (SMC adaptive thresholds), ``rng`` (torch CPU state, CUDA
+states, the recipe and sampler generators, numpy's global state — all stored as tensors),
+``iteration``, ``config`` (plain values), ``best`` (best validation Dice so far and its iteration).
+Written to a temporary file in the same folder and renamed, so a crash never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """RNG states as tensors: torch CPU, every CUDA device, numpy global, named generators."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state().clone()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.clone() for s in torch.cuda.get_rng_state_all()]
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+        "pos": torch.tensor(int(pos)),
+        "has_gauss": torch.tensor(int(has_gauss)),
+        "cached_gaussian": torch.tensor(float(cached), dtype=torch.float64),
+    }
+    state["generators"] = {name: g.get_state().clone() for name, g in (generators or {}).items()}
+    return state
+
+
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        states = state["cuda"]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in states])
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), int(n["pos"]),
+                             int(n["has_gauss"]), float(n["cached_gaussian"])))
+    for name, g in (generators or {}).items():
+        if name in state.get("generators", {}):
+            g.set_state(state["generators"][name].cpu())
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, scheduler, thresholds,
+                    rng: dict, iteration: int, config: dict | None = None, best: dict | None = None) -> Path:
+    module = model.module if hasattr(model, "module") else model
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "iteration": int(iteration),
+        "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "thresholds": thresholds.state_dict() if thresholds is not None else None,
+        "rng": rng,
+        "config": dict(config or {}),
+        "best": dict(best or {}),
+    }
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; resume needs the run folder of an earlier run")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a LightUNETR training checkpoint (format {CHECKPOINT_FORMAT})")
+    return payload

@@ -1,0 +1,66 @@
+"""Weak and strong views of a training crop (spec §3.2).
+
+The weak view is the crop itself. The strong view depends on the recipe:
+
+* ``"reference"``: min–max of the *whole volume* to [0, 1] (using the case's ``volume_min`` /
+  ``volume_max`` so a crop is rescaled exactly as the whole volume would be), then a power
+  γ ~ U(0.7, 1.5) (one γ per sample), then with probability 0.5 additive Gaussian noise with standard
+  deviation σ ~ U(0, 0.1). Not mapped back: the strong view lives on [0, 1] (+noise) while the weak
+  view keeps the dataset's normalisation — this is what the released numbers were trained with.
+* ``"paper"``: random gamma only. The crop is min–max rescaled, raised to γ and mapped back to the
+  volume's original range, so weak and strong views share one intensity scale.
+
+All randomness comes from the ``torch.Generator`` passed in (CPU generator; the draws are moved to the
+image's device).
+"""
+
+from __future__ import annotations
+
+import torch
+
+GAMMA_RANGE = (0.7, 1.5)
+NOISE_PROBABILITY = 0.5
+NOISE_MAX_STD = 0.1
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _minmax(image: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, c = image.shape[:2]
+    shape = (n, c) + (1,) * (image.ndim - 2)
+    vmin = vmin.to(image.device, torch.float32).reshape(shape)
+    vmax = vmax.to(image.device, torch.float32).reshape(shape)
+    scale = (vmax - vmin).clamp_min(1e-8)
+    # Zero padding added around small volumes can lie outside [vmin, vmax]; clamp keeps γ defined.
+    return ((image - vmin) / scale).clamp(0.0, 1.0), vmin, scale
+
+
+def strong_view(
+    image: torch.Tensor,
+    volume_min: torch.Tensor,
+    volume_max: torch.Tensor,
+    generator: torch.Generator,
+    variant: str = "reference",
+) -> torch.Tensor:
+    """Strong view of a batch of crops ``image`` (n, C, X, Y, Z) whose cases span
+    ``volume_min`` … ``volume_max`` (n, C). ``variant`` is ``"reference"`` or ``"paper"``."""
+    if variant not in ("reference", "paper"):
+        raise ValueError(f"unknown strong-view variant {variant!r}; use 'reference' or 'paper'")
+    n = image.shape[0]
+    unit, vmin, scale = _minmax(image.float(), volume_min, volume_max)
+    gamma = _uniform(n, *GAMMA_RANGE, generator).to(image.device, torch.float32)
+    out = unit.pow(gamma.reshape((n,) + (1,) * (image.ndim - 1)))
+    if variant == "paper":
+        return out * scale + vmin
+    apply = torch.rand(n, generator=generator, dtype=torch.float64) < NOISE_PROBABILITY
+    sigma = _uniform(n, 0.0, NOISE_MAX_STD, generator) * apply
+    noise = torch.randn(image.shape, generator=generator, dtype=torch.float32)
+    noise = noise * sigma.to(torch.float32).reshape((n,) + (1,) * (image.ndim - 1))
+    return out + noise.to(image.device)
+
+
+def weak_view(image: torch.Tensor) -> torch.Tensor:
+    """The weak view is the crop unchanged (no flips or rotations in the reference)."""
+    return image
