@@ -1,0 +1,336 @@
+"""Model bundles: a folder ``<name>.lightunetr/`` with ``model.safetensors`` and ``model_card.json``.
+
+The card (indented JSON, readable by a person) says what the model segments and how to feed it:
+architecture and its constructor arguments, patch size, preprocessing plan, input channels, labels
+(value, name, colour, terminology) and provenance. ``weights_sha256`` is the SHA-256 of
+``model.safetensors``; :func:`load_bundle` refuses a bundle whose weights do not match it, a card of
+a newer format version, and anything that is not safetensors (no pickle is ever unpickled).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUNDLE_FORMAT_VERSION",
+    "BUNDLE_SUFFIX",
+    "WEIGHTS_FILE",
+    "CARD_FILE",
+    "BundleError",
+    "ModelCard",
+    "LoadedBundle",
+    "save_bundle",
+    "load_bundle",
+    "read_model_card",
+    "sha256_file",
+    "default_labels",
+]
+
+BUNDLE_FORMAT_VERSION = 1
+BUNDLE_SUFFIX = ".lightunetr"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model_card.json"
+
+#: Colours for labels 1.. when none are given (Slicer-like, 0..1).
+_PALETTE = [
+    (0.945, 0.412, 0.325), (0.502, 0.682, 0.502), (0.847, 0.396, 0.310), (0.569, 0.376, 0.698),
+    (0.337, 0.556, 0.847), (0.863, 0.745, 0.314), (0.345, 0.725, 0.760), (0.890, 0.529, 0.710),
+]
+
+
+class BundleError(ValueError):
+    """A bundle cannot be saved or loaded; the message names the problem and the fix."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_labels(names: Sequence[str]) -> list[dict]:
+    """``["background", "liver", ...]`` → label dicts with values 0.. and palette colours."""
+    labels = []
+    for value, name in enumerate(names):
+        color = [0.0, 0.0, 0.0] if value == 0 else list(_PALETTE[(value - 1) % len(_PALETTE)])
+        labels.append({"value": value, "name": str(name), "color": color})
+    return labels
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use a model, stored as ``model_card.json``.
+
+    ``architecture_args`` are the keyword arguments of :func:`lightunetr_core.models.build_model`
+    (``in_channels``, ``num_classes``, ``patch_size`` for Light-UNETR, ...). ``preprocessing`` is a
+    :class:`~lightunetr_core.data.preprocessing.PreprocessingPlan` as a dict. ``labels`` lists
+    ``{"value", "name", "color": [r, g, b] 0..1, "terminology": optional}``, value 0 = background,
+    one per network output class in order. ``provenance``: recipe, labeled/unlabeled counts,
+    iterations, validation metrics, code version, date, source (free-form dict).
+    """
+
+    name: str
+    architecture: str
+    architecture_args: dict
+    patch_size: list[int]
+    preprocessing: dict
+    input_channels: list[str]
+    labels: list[dict]
+    description: str = ""
+    provenance: dict = field(default_factory=dict)
+    weights_sha256: str = ""
+    format_version: int = BUNDLE_FORMAT_VERSION
+
+    # -- validation -------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        from lightunetr_core.data.preprocessing import PreprocessingPlan
+        from lightunetr_core.models import ARCHITECTURES
+
+        if self.architecture not in ARCHITECTURES:
+            raise BundleError(f"model card: unknown architecture {self.architecture!r}; "
+                              f"expected one of {', '.join(ARCHITECTURES)}")
+        if len(self.patch_size) != 3 or any(int(s) <= 0 or int(s) % 16 for s in self.patch_size):
+            raise BundleError(f"model card: patch_size {self.patch_size} must be three multiples of 16")
+        try:
+            plan = PreprocessingPlan.from_dict(self.preprocessing)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BundleError(f"model card: invalid preprocessing plan: {exc}") from None
+        if plan.channels != len(self.input_channels):
+            raise BundleError(f"model card: {len(self.input_channels)} input channel(s) {self.input_channels} but "
+                              f"{plan.channels} normalization(s) in the preprocessing plan; give one per channel")
+        in_ch = self.architecture_args.get("in_channels")
+        if in_ch is not None and int(in_ch) != len(self.input_channels):
+            raise BundleError(f"model card: architecture has in_channels={in_ch} but input_channels lists "
+                              f"{len(self.input_channels)}")
+        values = [int(lb.get("value", -1)) for lb in self.labels]
+        if values != list(range(len(values))) or not values:
+            raise BundleError(f"model card: label values must be 0, 1, ..., K-1 in order (0 = background), got {values}")
+        num_classes = self.architecture_args.get("num_classes")
+        if num_classes is not None and int(num_classes) != len(self.labels):
+            raise BundleError(f"model card: network has {num_classes} output classes but {len(self.labels)} labels "
+                              "are listed; give one label per class, background first")
+        for lb in self.labels:
+            color = lb.get("color", [0.5, 0.5, 0.5])
+            if len(color) != 3 or not all(0.0 <= float(c) <= 1.0 for c in color):
+                raise BundleError(f"model card: label {lb.get('name')!r} colour {color} must be [r, g, b] in 0..1")
+
+    @property
+    def plan(self):
+        from lightunetr_core.data.preprocessing import PreprocessingPlan
+
+        return PreprocessingPlan.from_dict(self.preprocessing)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [str(lb["name"]) for lb in self.labels]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        order = ["format_version", "name", "description", "architecture", "architecture_args", "patch_size",
+                 "preprocessing", "input_channels", "labels", "provenance", "weights_sha256"]
+        return {k: data[k] for k in order}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "model card") -> "ModelCard":
+        if not isinstance(data, Mapping):
+            raise BundleError(f"{where}: not a JSON object")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise BundleError(f"{where}: missing or invalid format_version {version!r}")
+        if version > BUNDLE_FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: bundle format version {version} is newer than this lightunetr supports "
+                f"({BUNDLE_FORMAT_VERSION}). Update lightunetr-core (pip install -U lightunetr-core) to load it."
+            )
+        required = ["name", "architecture", "architecture_args", "patch_size", "preprocessing",
+                    "input_channels", "labels"]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise BundleError(f"{where}: missing field(s) {', '.join(missing)}")
+        kwargs = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        kwargs["patch_size"] = [int(s) for s in kwargs["patch_size"]]
+        return cls(**kwargs)
+
+
+@dataclass
+class LoadedBundle:
+    """A loaded bundle: ``model`` (in eval mode, on the requested device), its ``card`` and ``path``."""
+
+    model: Any
+    card: ModelCard
+    path: Path
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+def _check_model_matches_card(model, card: ModelCard) -> None:
+    from lightunetr_core.models import build_model
+
+    try:
+        reference = build_model(card.architecture, **card.architecture_args)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"model card: cannot build {card.architecture} with {card.architecture_args}: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if expected != actual:
+        diff = sorted(set(expected.items()) ^ set(actual.items()))[:3]
+        raise BundleError(
+            "the model does not match the card's architecture/architecture_args (the bundle could not be "
+            f"loaded again); first differences: {diff}. Put the model's constructor arguments in architecture_args."
+        )
+
+
+def save_bundle(path: str | os.PathLike, model, card: ModelCard, overwrite: bool = False) -> Path:
+    """Write ``model`` and ``card`` as a bundle folder (``.lightunetr`` is appended if missing).
+
+    The folder is assembled under a temporary name next to the target and renamed into place, so a
+    reader never sees a half-written bundle. ``card.weights_sha256`` is filled in (the passed card is
+    updated). Raises :class:`BundleError` if the folder exists (unless ``overwrite``) or the card
+    does not describe the model.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    if not target.name.endswith(BUNDLE_SUFFIX):
+        target = target.with_name(target.name + BUNDLE_SUFFIX)
+    if target.exists() and not overwrite:
+        raise BundleError(f"{target}: bundle already exists. Choose another name or pass overwrite=True (--overwrite).")
+    card.format_version = BUNDLE_FORMAT_VERSION
+    card.validate()
+    _check_model_matches_card(model, card)
+    if not card.provenance.get("date"):
+        card.provenance["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if not card.provenance.get("code_version"):
+        from lightunetr_core import __version__
+
+        card.provenance["code_version"] = __version__
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
+    tmp.mkdir()
+    old = None
+    try:
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
+                 if isinstance(v, torch.Tensor)}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lightunetr_format_version": str(BUNDLE_FORMAT_VERSION)})
+        card.weights_sha256 = sha256_file(tmp / WEIGHTS_FILE)
+        (tmp / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
+        if target.exists():
+            old = target.parent / f".old-{uuid.uuid4().hex[:12]}-{target.name}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_model_card(path: str | os.PathLike) -> ModelCard:
+    """Read and validate ``model_card.json`` of a bundle (no weights are touched)."""
+    folder = _bundle_folder(Path(path))
+    card_path = folder / CARD_FILE
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{folder}: no {CARD_FILE}; this folder is not a LightUNETR bundle.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{card_path}: not valid JSON ({exc}); the bundle is damaged, download or export it again.") from None
+    card = ModelCard.from_dict(data, where=str(card_path))
+    card.validate()
+    return card
+
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
+
+
+def _bundle_folder(path: Path) -> Path:
+    if not path.exists():
+        raise BundleError(f"{path}: model bundle not found. Pass the path of a '<name>{BUNDLE_SUFFIX}' folder.")
+    if path.is_file():
+        if path.name in (CARD_FILE, WEIGHTS_FILE):
+            return path.parent
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise BundleError(
+                f"{path}: this is a PyTorch checkpoint (pickle), not a LightUNETR bundle; pickles are never "
+                "loaded because they can run code. Convert an authors' checkpoint with "
+                "'lightunetr import-reference CHECKPOINT ... -o NAME.lightunetr'."
+            )
+        raise BundleError(f"{path}: not a bundle; pass the '<name>{BUNDLE_SUFFIX}' folder.")
+    return path
+
+
+def load_bundle(path: str | os.PathLike, device: str | Any = "cpu") -> LoadedBundle:
+    """Load a bundle: check the card, the weights' SHA-256, build the network, load weights, ``eval()``.
+
+    Raises:
+        BundleError: missing files, damaged or newer-format card, hash mismatch (corrupted or altered
+            weights), weights that are not safetensors (e.g. a pickle), or weights not matching the card.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lightunetr_core.models import build_model
+
+    folder = _bundle_folder(Path(path))
+    card = read_model_card(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{folder}: {WEIGHTS_FILE} is missing; the bundle is incomplete.")
+    with open(weights, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise BundleError(
+            f"{weights}: the weights are a pickle/zip (torch.save) file, not safetensors; refusing to load it "
+            "because unpickling can run code. Re-create the bundle with save_bundle or 'lightunetr import-reference'."
+        )
+    digest = sha256_file(weights)
+    if not card.weights_sha256:
+        raise BundleError(f"{folder / CARD_FILE}: weights_sha256 is missing; cannot verify the weights.")
+    if digest != card.weights_sha256:
+        raise BundleError(
+            f"{weights}: SHA-256 {digest[:16]}… does not match the model card ({card.weights_sha256[:16]}…): "
+            "the weights are corrupted or were changed. Download/copy the bundle again."
+        )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{weights}: not a valid safetensors file ({exc}); the bundle is damaged.") from None
+    try:
+        model = build_model(card.architecture, **card.architecture_args)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{folder / CARD_FILE}: cannot build {card.architecture} with {card.architecture_args}: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{weights}: weights do not fit the card's architecture ({str(exc).splitlines()[0]}).") from None
+    if getattr(model, "num_classes", len(card.labels)) != len(card.labels):
+        raise BundleError(f"{folder}: network has {model.num_classes} classes but the card lists {len(card.labels)} labels")
+    model.eval()
+    model.to(torch.device(device) if not isinstance(device, torch.device) else device)
+    return LoadedBundle(model=model, card=card, path=folder)
