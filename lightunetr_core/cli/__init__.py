@@ -14,6 +14,7 @@ import sys
 # Module names (inside lightunetr_core.cli) in the order they appear in ``lightunetr --help``.
 COMMAND_MODULES = [
     "info",
+    "evaluate",
     "demo",
 ]
 
