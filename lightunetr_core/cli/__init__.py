@@ -14,7 +14,10 @@ import sys
 # Module names (inside lightunetr_core.cli) in the order they appear in ``lightunetr --help``.
 COMMAND_MODULES = [
     "info",
+    "cost",
+    "train",
     "evaluate",
+    "export_onnx",
     "demo",
 ]
 

@@ -3,7 +3,8 @@
 Contents (all loadable with ``torch.load(..., weights_only=True)``): ``model`` (state dict),
 ``optimizer``, ``scheduler``, ``thresholds`` (SMC adaptive thresholds), ``rng`` (torch CPU state, CUDA
 states, the recipe and sampler generators, numpy's global state — all stored as tensors),
-``iteration``, ``config`` (plain values), ``best`` (best validation Dice so far and its iteration).
+``iteration``, ``config`` (plain values), ``best`` (best validation Dice so far and its iteration),
+``sampler`` (the patch sampler's epoch queues, so resumed runs visit cases in the same order).
 Written to a temporary file in the same folder and renamed, so a crash never leaves a torn file.
 """
 
@@ -70,8 +71,33 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | 
             g.set_state(state["generators"][name].cpu())
 
 
+def sampler_state(sampler) -> dict:
+    """The sampler's own state beyond its generator (the shuffled-epoch queues), as tensors."""
+    if hasattr(sampler, "state_dict"):
+        return sampler.state_dict()
+    out = {}
+    for name in ("_labeled_order", "_unlabeled_order"):
+        order = getattr(sampler, name, None)
+        if order is not None and hasattr(order, "queue"):
+            out[name] = torch.tensor(list(order.queue), dtype=torch.int64)
+    return out
+
+
+def load_sampler_state(sampler, state: dict) -> None:
+    if not state:
+        return
+    if hasattr(sampler, "load_state_dict"):
+        sampler.load_state_dict(state)
+        return
+    for name, queue in state.items():
+        order = getattr(sampler, name, None)
+        if order is not None and hasattr(order, "queue"):
+            order.queue = [int(i) for i in queue.tolist()]
+
+
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, scheduler, thresholds,
-                    rng: dict, iteration: int, config: dict | None = None, best: dict | None = None) -> Path:
+                    rng: dict, iteration: int, config: dict | None = None, best: dict | None = None,
+                    sampler: dict | None = None) -> Path:
     module = model.module if hasattr(model, "module") else model
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -83,6 +109,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "rng": rng,
         "config": dict(config or {}),
         "best": dict(best or {}),
+        "sampler": dict(sampler or {}),
     }
     return atomic_torch_save(payload, path)
 

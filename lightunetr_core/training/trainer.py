@@ -1,0 +1,375 @@
+"""The training loop: sampling, recipe step, schedule, validation, checkpoints, events, cancel,
+resume, stop-after and DDP.
+
+Files in the run folder:
+
+* ``checkpoint.pt`` — the resumable state (see :mod:`~lightunetr_core.training.checkpoint`), written
+  at every validation, at ``stop_after``, on cancel and at the end;
+* ``best_model.pt`` — model state dict of the best validation Dice so far (weights only);
+* the model bundle is written by the CLI from the result.
+
+Determinism: with the same seed, device and thread settings, a run stopped at iteration k and resumed
+produces the same weights as an uninterrupted run (CPU), because the checkpoint carries every RNG
+state (global torch for dropout, the recipe generator, the sampler generator), the SGD momentum, the
+schedule and the SMC thresholds. A cancel request is honoured before each forward pass: a half-done
+iteration is rolled back (BatchNorm buffers, thresholds and RNG states are restored) and the
+checkpoint holds the last completed iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lightunetr_core.jobs import CancelToken, JobCancelled
+from lightunetr_core.training import distributed as ddp
+from lightunetr_core.training.checkpoint import (
+    atomic_torch_save, capture_rng, load_checkpoint, load_sampler_state, restore_rng, sampler_state,
+    save_checkpoint,
+)
+from lightunetr_core.training.recipes import RecipeConfig, make_thresholds, training_step
+from lightunetr_core.training.schedule import WarmupCosine, build_optimizer
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best_model.pt"
+
+
+class BadTrainingInput(ValueError):
+    """The configuration or data cannot be trained on; the message says what to change."""
+
+
+class Sampler(Protocol):
+    def sample_labeled(self, n: int) -> dict: ...
+    def sample_unlabeled(self, n: int) -> dict: ...
+
+
+@dataclass
+class TrainingData:
+    """What the trainer needs from the dataset side.
+
+    ``make_sampler(generator)`` returns an object with ``sample_labeled(n)`` / ``sample_unlabeled(n)``
+    (see ``lightunetr_core.data.sampling.PatchSampler``); ``validation`` is a sequence of
+    ``(image C×X×Y×Z float32, label X×Y×Z uint8)``.
+    """
+
+    make_sampler: Callable[[torch.Generator], Sampler]
+    validation: Sequence[tuple[np.ndarray, np.ndarray]]
+    in_channels: int
+    num_classes: int
+    labeled_count: int
+    unlabeled_count: int
+
+
+@dataclass
+class TrainConfig:
+    run_dir: Path
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    architecture: str = "lightunetr"
+    architecture_args: dict = field(default_factory=dict)
+    patch_size: tuple[int, int, int] = (112, 112, 80)
+    iterations: int = 15000
+    batch_labeled: int = 2
+    batch_unlabeled: int = 2
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    warmup: int = 500
+    val_every: int = 200
+    seed: int = 1337
+    device: str = "cpu"
+    stop_after: int | None = None
+    resume: bool = False
+    progress_interval_s: float = 0.5
+    sw_overlap: float = 0.5
+    init_state: dict | None = None
+
+    def describe(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("init_state", "recipe")}
+        d["run_dir"] = str(self.run_dir)
+        d["patch_size"] = list(self.patch_size)
+        d["recipe"] = self.recipe.to_dict()
+        return d
+
+
+def _resume_signature(config: TrainConfig) -> dict:
+    return {"architecture": config.architecture, "patch_size": list(config.patch_size),
+            "batch_labeled": config.batch_labeled, "batch_unlabeled": config.batch_unlabeled,
+            "recipe": config.recipe.recipe, "lean": config.recipe.lean, "optimizer": config.optimizer,
+            "iterations": config.iterations}
+
+
+def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Dice of every foreground class; NaN where the class is absent from both."""
+    out = {}
+    for c in range(1, num_classes):
+        p, g = pred == c, label == c
+        denom = int(p.sum()) + int(g.sum())
+        out[c] = float("nan") if denom == 0 else 2.0 * float(np.logical_and(p, g).sum()) / denom
+    return out
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, data: TrainingData, events=None, cancel: CancelToken | None = None,
+                 dist_info: ddp.DistInfo | None = None) -> None:
+        self.config = config
+        self.data = data
+        self.events = events
+        self.cancel = cancel or CancelToken()
+        self.dist = dist_info or ddp.DistInfo()
+        self.device = ddp.device_for(config.device, self.dist)
+        self.run_dir = Path(config.run_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        self.best_path = self.run_dir / BEST_NAME
+
+    # -- events (rank 0 only) ------------------------------------------------------------------------
+    def emit(self, event: str, **fields) -> None:
+        if self.events is not None and self.dist.is_main:
+            self.events.emit(event, **fields)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        from lightunetr_core.models import build_model
+
+        c = self.config
+        torch.manual_seed(c.seed)  # identical initial weights on every rank
+        model = build_model(c.architecture, **c.architecture_args)
+        if c.init_state is not None:
+            model.load_state_dict(c.init_state, strict=True)
+        self.model_plain = model.to(self.device)
+        self.model = ddp.wrap_model(self.model_plain, self.dist)
+        self.optimizer = build_optimizer(self.model_plain.parameters(), c.optimizer, c.lr)
+        self.scheduler = WarmupCosine(self.optimizer, c.lr, c.iterations, c.warmup)
+        self.thresholds = make_thresholds(c.recipe, c.batch_unlabeled, c.patch_size, self.device)
+        rank_offset = 1000 * self.dist.rank
+        self.recipe_gen = torch.Generator().manual_seed(c.seed + 1 + rank_offset)
+        self.sampler_gen = torch.Generator().manual_seed(c.seed + 2 + rank_offset)
+        # Ranks train on different batches but the dropout stream may differ too.
+        torch.manual_seed(c.seed + 3 + rank_offset)
+        self.sampler = self.data.make_sampler(self.sampler_gen)
+        self.generators = {"recipe": self.recipe_gen, "sampler": self.sampler_gen}
+        self.iteration = 0
+        self.best = {"dice": None, "iteration": None}
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.checkpoint_path)
+        saved = state.get("config", {}).get("signature", {})
+        mine = _resume_signature(self.config)
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if k in saved and saved[k] != v}
+        if diff:
+            raise BadTrainingInput(
+                "cannot resume: the run in "
+                f"{self.run_dir} was started with different settings "
+                + ", ".join(f"{k}={a} (now {b})" for k, (a, b) in diff.items())
+                + "; resume with the original settings or start a new run folder")
+        self.model_plain.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.thresholds is not None and state.get("thresholds") is not None:
+            self.thresholds.load_state_dict(state["thresholds"])
+        restore_rng(state["rng"], self.generators)
+        load_sampler_state(self.sampler, state.get("sampler") or {})
+        self.iteration = int(state["iteration"])
+        best = state.get("best") or {}
+        self.best = {"dice": best.get("dice"), "iteration": best.get("iteration")}
+
+    # -- checkpointing ---------------------------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        return {
+            "rng": capture_rng(self.generators),
+            "buffers": {k: v.detach().clone() for k, v in self.model_plain.named_buffers()},
+            "thresholds": self.thresholds.state_dict() if self.thresholds is not None else None,
+            "sampler": sampler_state(self.sampler),
+        }
+
+    def _rollback(self, snap: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.model_plain.named_buffers():
+                v.copy_(snap["buffers"][k])
+        if self.thresholds is not None:
+            self.thresholds.load_state_dict(snap["thresholds"])
+        restore_rng(snap["rng"], self.generators)
+        load_sampler_state(self.sampler, snap["sampler"])
+
+    def save(self, rng: dict | None = None, sampler: dict | None = None) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        path = save_checkpoint(
+            self.checkpoint_path, model=self.model_plain, optimizer=self.optimizer, scheduler=self.scheduler,
+            thresholds=self.thresholds, rng=rng if rng is not None else capture_rng(self.generators),
+            iteration=self.iteration,
+            config={"signature": _resume_signature(self.config), "seed": self.config.seed},
+            best={k: v for k, v in self.best.items() if v is not None},
+            sampler=sampler if sampler is not None else sampler_state(self.sampler),
+        )
+        self.emit("checkpoint", path=str(path), iteration=self.iteration, kind="resume")
+        return path
+
+    # -- validation ------------------------------------------------------------------------------------
+    def validate(self) -> dict | None:
+        if not self.data.validation:
+            return None
+        from monai.inferers import sliding_window_inference
+
+        model = self.model_plain
+        model.eval()
+        per_case = []
+        try:
+            with torch.no_grad():
+                for image, label in self.data.validation:
+                    if not self.dist.enabled:
+                        self.cancel.raise_if_cancelled()
+                    x = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(self.device)
+                    ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.config.recipe.bf16
+                           else _null())
+                    with ctx:
+                        logits = sliding_window_inference(x, tuple(self.config.patch_size), 1, model,
+                                                          overlap=self.config.sw_overlap, mode="constant")
+                    pred = logits.float().argmax(1)[0].cpu().numpy()
+                    per_case.append(dice_per_class(pred, np.asarray(label), self.data.num_classes))
+        finally:
+            model.train()
+        per_class = {}
+        for c in range(1, self.data.num_classes):
+            values = [d[c] for d in per_case if not math.isnan(d[c])]
+            per_class[str(c)] = float(np.mean(values)) if values else float("nan")
+        finite = [v for v in per_class.values() if not math.isnan(v)]
+        dice = float(np.mean(finite)) if finite else float("nan")
+        return {"dice": dice, "per_class": per_class, "cases": len(per_case)}
+
+    def _after_validation(self, result: dict) -> None:
+        dice = result["dice"]
+        improved = not math.isnan(dice) and (self.best["dice"] is None or dice > self.best["dice"])
+        if improved:
+            self.best = {"dice": dice, "iteration": self.iteration}
+            atomic_torch_save({k: v.detach().cpu() for k, v in self.model_plain.state_dict().items()}, self.best_path)
+        self.emit("validation", iteration=self.iteration, dice=dice, per_class=result["per_class"],
+                  best=improved, best_dice=self.best["dice"], cases=result["cases"])
+        if improved:
+            self.emit("checkpoint", path=str(self.best_path), iteration=self.iteration, kind="best")
+
+    # -- loop --------------------------------------------------------------------------------------------
+    def _check_cancel(self) -> None:
+        # Mid-step cancellation only without DDP (ranks must agree, which happens between iterations).
+        if not self.dist.enabled:
+            self.cancel.raise_if_cancelled()
+
+    def _batch(self) -> tuple[dict, dict | None]:
+        def to_device(d: dict) -> dict:
+            return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in d.items()}
+
+        labeled = to_device(self.sampler.sample_labeled(self.config.batch_labeled))
+        unlabeled = None
+        if self.config.recipe.needs_unlabeled:
+            unlabeled = to_device(self.sampler.sample_unlabeled(self.config.batch_unlabeled))
+        return labeled, unlabeled
+
+    def run(self) -> dict:
+        c = self.config
+        self._build()
+        if c.resume:
+            self._resume()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.emit("started", total=c.iterations, config=c.describe(), start_iteration=self.iteration,
+                  world_size=self.dist.world_size, device=str(self.device))
+        stop_at = c.iterations if c.stop_after is None else min(c.iterations, max(c.stop_after, 0))
+        t0 = time.monotonic()
+        done_here = 0
+        last_emit = 0.0
+        self.model.train()
+        status = "finished"
+        while self.iteration < stop_at:
+            if ddp.any_rank(self.cancel.cancelled(), self.dist, self.device):
+                self._cancelled()
+            snap = self._snapshot()
+            try:
+                labeled, unlabeled = self._batch()
+                self.optimizer.zero_grad(set_to_none=True)
+                result = training_step(self.model, labeled, unlabeled, c.recipe, self.thresholds,
+                                       self.recipe_gen, check=self._check_cancel)
+                self._check_cancel()
+            except JobCancelled:
+                self._rollback(snap)
+                self._cancelled()
+            if not torch.isfinite(result.loss):
+                raise FloatingPointError(
+                    f"loss became {float(result.loss)} at iteration {self.iteration + 1}; lower --lr or disable --bf16")
+            result.loss.backward()
+            self.optimizer.step()
+            self.iteration += 1
+            done_here += 1
+            lr = self.scheduler.step()
+            now = time.monotonic()
+            if self.dist.is_main and (now - last_emit >= c.progress_interval_s or self.iteration == stop_at or done_here == 1):
+                last_emit = now
+                rate = done_here / max(now - t0, 1e-9)
+                self.emit("progress", **_progress_fields(self.iteration, c.iterations, rate,
+                                          {k: float(v) for k, v in result.terms.items()}, lr))
+            if c.val_every and self.iteration % c.val_every == 0 and self.iteration < c.iterations:
+                self._validate_and_save()
+        if self.iteration >= c.iterations:
+            self._validate_and_save(final=True)
+        else:
+            status = "stopped"
+            self.save()
+        in_sync = ddp.parameters_in_sync(self.model, self.dist)
+        if not in_sync:
+            raise RuntimeError("DDP ranks ended with different parameters")
+        summary = {"status": status, "iteration": self.iteration, "iterations": c.iterations,
+                   "best_dice": self.best["dice"], "best_iteration": self.best["iteration"],
+                   "train_elapsed_s": time.monotonic() - t0, "world_size": self.dist.world_size,
+                   "ranks_in_sync": in_sync}
+        return summary
+
+    def _validate_and_save(self, final: bool = False) -> None:
+        if self.dist.is_main:
+            try:
+                result = self.validate()
+            except JobCancelled:
+                self._cancelled()
+            if result is not None:
+                self._after_validation(result)
+            self.save()
+        ddp.barrier(self.dist)
+
+    def _cancelled(self):
+        path = self.save()
+        raise TrainingCancelled(self.cancel.reason or "cancelled", path, self.iteration)
+
+    # -- outputs -----------------------------------------------------------------------------------------
+    def final_state(self, use_best: bool = True) -> tuple[dict, str]:
+        """Weights for the bundle: the best-validation weights when there are any, else the last."""
+        if use_best and self.best["dice"] is not None and self.best_path.is_file():
+            return torch.load(self.best_path, map_location="cpu", weights_only=True), "best_validation"
+        return {k: v.detach().cpu() for k, v in self.model_plain.state_dict().items()}, "last_iteration"
+
+
+class TrainingCancelled(JobCancelled):
+    def __init__(self, message: str, checkpoint: Path | None, iteration: int) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.iteration = iteration
+
+
+def _progress_fields(iteration: int, total: int, rate: float, loss: dict, lr: float) -> dict:
+    return {"done": iteration, "total": total, "fraction": iteration / total if total else None,
+            "rate": rate, "eta_s": (total - iteration) / rate if rate > 0 else None,
+            "iteration": iteration, "loss": loss, "lr": lr, "it_per_s": rate}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+__all__ = ["Trainer", "TrainConfig", "TrainingData", "TrainingCancelled", "BadTrainingInput", "dice_per_class",
+           "CHECKPOINT_NAME", "BEST_NAME"]
