@@ -1,0 +1,143 @@
+"""Scenarios shared by the pytest suite (slicer-core) and the Slicer self-test (real Slicer).
+
+Only MRML, module logics and numpy: the same code runs in both places.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import slicer
+import vtk
+
+# name → (spacing, direction (3x3 columns = axis directions in RAS), origin)
+GEOMETRIES = {
+    "axial": ((1.0, 1.0, 1.0), np.eye(3), (0.0, 0.0, 0.0)),
+    "anisotropic": ((0.7, 0.9, 2.5), np.eye(3), (-12.5, 30.25, 7.0)),
+    "oblique": (
+        (1.1, 0.8, 1.6),
+        None,  # filled below: rotation about an oblique axis
+        (14.0, -3.5, 22.0),
+    ),
+    "left-handed": ((0.9, 1.2, 1.5), np.diag([1.0, 1.0, -1.0]) @ np.eye(3), (5.0, -8.0, 40.0)),
+}
+
+
+def _rotation(axis, angle_deg):
+    axis = np.asarray(axis, float)
+    axis /= np.linalg.norm(axis)
+    a = math.radians(angle_deg)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(a) * K + (1 - math.cos(a)) * K @ K
+
+
+GEOMETRIES["oblique"] = (GEOMETRIES["oblique"][0], _rotation((1, 2, 3), 27.0), GEOMETRIES["oblique"][2])
+# Left-handed *and* oblique: the case where a K-flip bug and a direction bug can hide each other.
+GEOMETRIES["left-handed-oblique"] = ((1.0, 0.8, 1.3), _rotation((0, 1, 1), 20.0) @ np.diag([-1.0, 1.0, 1.0]), (0.0, 9.0, -4.0))
+
+
+def ijk_to_ras_matrix(spacing, direction, origin) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(direction) @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
+def test_pattern(shape_kji=(20, 24, 28), seed=0) -> np.ndarray:
+    """A KJI int16 volume without symmetries, so any flip or transpose changes it."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape_kji], indexing="ij")
+    arr = (3 * i + 7 * j + 13 * k).astype(np.int16) + rng.integers(0, 5, shape_kji).astype(np.int16)
+    return arr
+
+
+def label_pattern(shape_kji=(20, 24, 28)) -> np.ndarray:
+    """Three asymmetric blobs (labels 1, 2, 3) in a KJI uint8 array."""
+    lab = np.zeros(shape_kji, np.uint8)
+    K, J, I = shape_kji
+    lab[1 : K // 2, 2 : J // 3, 3 : I // 2] = 1
+    lab[K // 2 : K - 2, J // 2 : J - 1, 1 : I // 4] = 2
+    lab[2:5, J - 6 : J - 2, I - 9 : I - 1] = 3
+    return lab
+
+
+def add_volume(name, array_kji, geometry="oblique", labelmap=False, scene=None):
+    """Volume node with the given KJI array and one of :data:`GEOMETRIES` (matrix set as-is, so a
+    left-handed matrix stays left-handed in memory; files read by Slicer become right-handed)."""
+    scene = scene or slicer.mrmlScene
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(array_kji), name=name, nodeClassName=cls)
+    spacing, direction, origin = GEOMETRIES[geometry]
+    m = vtk.vtkMatrix4x4()
+    mat = ijk_to_ras_matrix(spacing, direction, origin)
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, mat[r, c])
+    node.SetIJKToRASMatrix(m)
+    return node
+
+
+def physical_voxel_table(volumeNode):
+    """(N,3) RAS centres and (N,) values of all voxels of a node (for voxel-exact comparisons that do
+    not depend on array order or handedness)."""
+    arr = slicer.util.arrayFromVolume(volumeNode)
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)
+    M = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    k, j, i = np.meshgrid(*[np.arange(n) for n in arr.shape], indexing="ij")
+    ijk1 = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)], axis=0)
+    ras = (M @ ijk1)[:3].T
+    return ras, arr.ravel().copy()
+
+
+def values_at_ras(volumeNode, ras_points, tol=1e-3):
+    """Values of ``volumeNode`` at RAS points that must be voxel centres; raises if one is not."""
+    arr = slicer.util.arrayFromVolume(volumeNode)
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetRASToIJKMatrix(m)
+    M = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    pts = np.c_[ras_points, np.ones(len(ras_points))].T
+    ijk = (M @ pts)[:3].T
+    rounded = np.rint(ijk)
+    if np.abs(ijk - rounded).max() > tol:
+        raise AssertionError(f"points are not on the voxel grid (max off-grid {np.abs(ijk - rounded).max():.4f} voxel)")
+    idx = rounded.astype(int)
+    shape_ijk = arr.shape[::-1]
+    if (idx < 0).any() or (idx >= np.array(shape_ijk)).any():
+        raise AssertionError("points fall outside the volume")
+    return arr[idx[:, 2], idx[:, 1], idx[:, 0]]
+
+
+def assert_same_voxels(nodeA, nodeB):
+    """Every voxel of A sits on a voxel centre of B with the same value (and the grids have equal size)."""
+    rasA, valA = physical_voxel_table(nodeA)
+    valB = values_at_ras(nodeB, rasA)
+    if valA.size != slicer.util.arrayFromVolume(nodeB).size:
+        raise AssertionError("different number of voxels")
+    bad = np.count_nonzero(valA != valB)
+    if bad:
+        raise AssertionError(f"{bad} of {valA.size} voxels differ")
+
+
+def roundtrip_labels_scenario(tmpdir, geometry="oblique", fmt=".nrrd"):
+    """Self-test scenario: write a label file in the given geometry, read it back as the 'input' volume,
+    import it with :func:`segments.import_labelmap_file`, check every segment voxel-exactly.
+    Returns the segmentation node."""
+    from LightUNETRSegmentationLib import segments, volumeio
+
+    lab = label_pattern()
+    src = add_volume("labels-src", lab, geometry, labelmap=True)
+    path = volumeio.export_volume(src, os.path.join(tmpdir, f"labels-{geometry}{fmt}"))
+    ref = add_volume("ref", test_pattern(), geometry)
+    specs = segments.label_specs_from_names(["background", "Liver", "Spleen", "Tumor"])
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "result")
+    segments.import_labelmap_file(path, seg, specs, referenceVolumeNode=ref)
+    for spec in specs:
+        seg_id = seg.GetSegmentation().GetSegmentIdBySegmentName(spec.name)
+        got = slicer.util.arrayFromSegmentBinaryLabelmap(seg, seg_id, ref)
+        expected = (lab == spec.value).astype(got.dtype)
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"segment {spec.name}: {np.count_nonzero(got != expected)} voxels differ ({geometry})")
+    return seg
