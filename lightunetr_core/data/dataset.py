@@ -645,7 +645,8 @@ def prepare_dataset(
                     from lightunetr_core.data.io import read_image
                     import SimpleITK as sitk
 
-                    values |= {int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_image(case.label)))}
+                    label_image = read_image(case.label)  # keep a reference: the array view needs the image alive
+                    values |= {int(v) for v in np.unique(sitk.GetArrayViewFromImage(label_image))}
                 except (ImageReadError, ValueError):
                     pass
         spec.labels = {v: ("background" if v == 0 else f"class_{v}") for v in sorted(values)}
