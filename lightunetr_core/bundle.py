@@ -68,6 +68,22 @@ def default_labels(names: Sequence[str]) -> list[dict]:
     return labels
 
 
+def _pretty_json(value: Any, indent: int = 0) -> str:
+    """Indented JSON with short lists of scalars (sizes, colours) kept on one line."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_pretty_json(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            return json.dumps(list(value), ensure_ascii=False)
+        items = [f"{inner}{_pretty_json(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 @dataclass
 class ModelCard:
     """Everything needed to use a model, stored as ``model_card.json``.
@@ -146,7 +162,7 @@ class ModelCard:
         return {k: data[k] for k in order}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return _pretty_json(self.to_dict()) + "\n"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "model card") -> "ModelCard":

@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "evaluate",
     "export_onnx",
     "demo",
+    "segment",
+    "import_reference",
 ]
 
 

@@ -1,0 +1,260 @@
+"""``lightunetr segment``: segment one or more volumes with a model bundle (one model load for all)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+FORMATS = ("nii.gz", "nrrd", "seg.nrrd")
+_FILE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment volumes with a .lightunetr bundle",
+        description=(
+            "Segment 3-D volumes with a model bundle. Each case is one input per model channel (for a "
+            "multi-channel model give the channels of a case consecutively, in the card's order). Outputs "
+            "have exactly the input's grid. Exit codes: 0 ok, 1 internal error, 2 bad input (nothing "
+            "written for that case), 3 cancelled."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM series folders")
+    parser.add_argument("-m", "--model", required=True, help="model bundle folder (NAME.lightunetr)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output folder, or an output file name when segmenting a single case")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="output format in a folder (default nii.gz; a file name's ending wins)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap 0..<1 (default 0.5)")
+    parser.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps, cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
+    parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default 1)")
+    parser.add_argument("--largest-component", action="store_true",
+                        help="keep only the largest connected component of each class")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write class probabilities (float32 vector image, one component per class)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write the normalised entropy map (0 = certain, 1 = uniform)")
+    parser.add_argument("--roi", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                        help="segment only inside this box (LPS millimetres; Slicer's RAS x,y negated)")
+    parser.add_argument("--tta", action="store_true", help="test-time mirroring (4 passes, slower)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--events", choices=("human", "json"), default="human",
+                        help="json: one JSON event per line on stdout (for Slicer and scripts)")
+    parser.add_argument("--cancel-file", default=None, help="stop cleanly when this file appears")
+    parser.set_defaults(func=run)
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    lower = name.lower()
+    for ending in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if lower.endswith(ending):
+            return name[: -len(ending)]
+    return name
+
+
+def _is_file_target(path: Path) -> bool:
+    return path.name.lower().endswith(_FILE_ENDINGS)
+
+
+def _with_suffix(path: Path, tag: str, ext: str) -> Path:
+    """``out/case.nii.gz`` + ``_probabilities`` → ``out/case_probabilities.<ext>``."""
+    return path.with_name(_case_name(path) + tag + ext)
+
+
+def plan_outputs(cases: list[list[Path]], output: Path, fmt: str | None, probabilities: bool,
+                 uncertainty: bool) -> list[dict]:
+    """Output paths per case: ``labels`` (+ ``probabilities``/``uncertainty``)."""
+    from lightunetr_core.inference import InferenceInputError
+
+    plans = []
+    if _is_file_target(output):
+        if len(cases) != 1:
+            raise InferenceInputError(
+                f"-o {output} is a file name but {len(cases)} cases were given; pass an output folder instead")
+        labels = output
+        ext_of = labels.name.lower()
+        extra_ext = ".nrrd" if ext_of.endswith(".nrrd") else (".nii" if ext_of.endswith(".nii") else
+                                                             ".mha" if ext_of.endswith(".mha") else ".nii.gz")
+        entry = {"labels": labels}
+        if probabilities:
+            entry["probabilities"] = _with_suffix(labels, "_probabilities", extra_ext)
+        if uncertainty:
+            entry["uncertainty"] = _with_suffix(labels, "_uncertainty", extra_ext)
+        plans.append(entry)
+        return plans
+    fmt = fmt or "nii.gz"
+    extra_ext = ".nrrd" if fmt in ("nrrd", "seg.nrrd") else ".nii.gz"
+    seen = set()
+    for channels in cases:
+        name = _case_name(channels[0])
+        if name in seen:
+            raise InferenceInputError(f"two inputs are named {name!r}; their outputs would collide. Rename one "
+                                      "or segment them separately")
+        seen.add(name)
+        entry = {"labels": output / f"{name}_segmentation.{fmt}"}
+        if probabilities:
+            entry["probabilities"] = output / f"{name}_probabilities{extra_ext}"
+        if uncertainty:
+            entry["uncertainty"] = output / f"{name}_uncertainty{extra_ext}"
+        plans.append(entry)
+    return plans
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightunetr_core.jobs import (
+        EXIT_BAD_INPUT,
+        EXIT_CANCELLED,
+        EXIT_ERROR,
+        EXIT_OK,
+        CancelToken,
+        EventWriter,
+        JobCancelled,
+    )
+
+    events = EventWriter.for_cli("segment", args.events)
+    cancel = CancelToken(args.cancel_file)
+    cancel.install_signal_handlers()
+    start = time.perf_counter()
+    written: list[str] = []
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    try:
+        import torch
+        import SimpleITK as sitk
+
+        from lightunetr_core.bundle import BundleError, load_bundle, read_model_card
+        from lightunetr_core.data.io import (
+            ImageReadError,
+            OutputExistsError,
+            inspect_image,
+            read_image,
+            write_image,
+            write_segmentation_nrrd,
+        )
+        from lightunetr_core.inference import InferenceInputError, segment_image, select_device
+    except ImportError as exc:  # broken installation
+        events.error(f"cannot import the inference stack: {exc}", kind="internal")
+        return EXIT_ERROR
+
+    bad_input = (BundleError, ImageReadError, OutputExistsError, InferenceInputError)
+    case_index = 0
+    try:
+        if args.threads:
+            torch.set_num_threads(max(1, args.threads))
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, args.threads))
+        if not 0.0 <= args.overlap < 1.0:
+            raise InferenceInputError(f"--overlap {args.overlap} must be in [0, 1)")
+        if args.sw_batch_size < 1:
+            raise InferenceInputError("--sw-batch-size must be at least 1")
+        try:
+            device = select_device(args.device)
+        except ValueError as exc:
+            raise InferenceInputError(str(exc)) from None
+
+        # Pre-flight: everything checkable without heavy work, so a bad input writes nothing.
+        card = read_model_card(args.model)
+        channels = len(card.input_channels)
+        inputs = [Path(p) for p in args.inputs]
+        if len(inputs) % channels:
+            raise InferenceInputError(
+                f"the model needs {channels} input channel(s) per case ({', '.join(card.input_channels)}) but "
+                f"{len(inputs)} input(s) were given; give the channels of each case consecutively"
+            )
+        cases = [inputs[i:i + channels] for i in range(0, len(inputs), channels)]
+        for path in inputs:
+            inspect_image(path)
+        output = Path(args.output)
+        if output.exists() and output.is_file() and not _is_file_target(output):
+            raise InferenceInputError(f"-o {output} is an existing file with an unknown ending; give a folder "
+                                      f"or a file name ending in {', '.join(_FILE_ENDINGS)}")
+        outputs = plan_outputs(cases, output, args.format, args.probabilities, args.uncertainty)
+        if not args.overwrite:
+            existing = [str(p) for entry in outputs for p in entry.values() if p.exists()]
+            if existing:
+                raise OutputExistsError(
+                    f"output file(s) already exist: {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}. "
+                    "Choose another output or pass --overwrite."
+                )
+
+        events.started(total=len(cases), config=config)
+        events.stage("load", f"loading model {card.name} on {device}")
+        bundle = load_bundle(args.model, device=device)
+
+        for case_index, (channel_paths, out) in enumerate(zip(cases, outputs)):
+            cancel.raise_if_cancelled()
+            events.stage("read", f"case {case_index + 1}/{len(cases)}: reading {channel_paths[0].name}",
+                         case=case_index, input=[str(p) for p in channel_paths])
+            images = [read_image(p) for p in channel_paths]
+            events.stage("inference", f"case {case_index + 1}/{len(cases)}: segmenting", case=case_index)
+            tick = {"last": 0.0}
+
+            def progress(done: int, total: int, _case=case_index) -> None:
+                now = time.perf_counter()
+                if done == total or now - tick["last"] > 0.2 or done == 1:
+                    tick["last"] = now
+                    events.progress(done, total, case=_case, cases=len(cases), unit="window")
+
+            result = segment_image(
+                bundle, images, overlap=args.overlap, blend=args.blend, tta_flips=args.tta,
+                largest_component=args.largest_component, roi=args.roi,
+                return_probabilities=args.probabilities, return_uncertainty=args.uncertainty,
+                sw_batch_size=args.sw_batch_size, device=device, progress=progress, cancel=cancel,
+                log=lambda message: events.log(message, level="warning"),
+            )
+            cancel.raise_if_cancelled()
+            events.stage("write", f"case {case_index + 1}/{len(cases)}: writing", case=case_index)
+            case_written: list[Path] = []
+            try:
+                labels_path = out["labels"]
+                if labels_path.name.lower().endswith(".seg.nrrd"):
+                    write_segmentation_nrrd(result.labels, labels_path, card.labels, overwrite=args.overwrite)
+                else:
+                    write_image(result.labels, labels_path, overwrite=args.overwrite)
+                case_written.append(labels_path)
+                kind = "segmentation" if labels_path.name.lower().endswith(".seg.nrrd") else "labelmap"
+                if "probabilities" in out:
+                    write_image(result.probabilities, out["probabilities"], overwrite=args.overwrite)
+                    case_written.append(out["probabilities"])
+                if "uncertainty" in out:
+                    write_image(result.uncertainty, out["uncertainty"], overwrite=args.overwrite)
+                    case_written.append(out["uncertainty"])
+            except BaseException:
+                for p in case_written:  # no partial case output
+                    p.unlink(missing_ok=True)
+                raise
+            events.emit("output", path=str(labels_path), kind=kind, case=case_index,
+                        labels={str(lb["value"]): lb["name"] for lb in card.labels})
+            if "probabilities" in out:
+                events.emit("output", path=str(out["probabilities"]), kind="probabilities", case=case_index)
+            if "uncertainty" in out:
+                events.emit("output", path=str(out["uncertainty"]), kind="uncertainty", case=case_index)
+            written.extend(str(p) for p in case_written)
+            events.progress(case_index + 1, len(cases), unit="case", device=result.device,
+                            timings={k: round(v, 3) for k, v in result.timings.items()})
+        events.emit("finished", elapsed_s=round(time.perf_counter() - start, 3), cases=len(cases), outputs=written)
+        return EXIT_OK
+    except JobCancelled as exc:
+        events.emit("cancelled", message=f"segmentation cancelled ({exc}); {len(written)} file(s) of finished "
+                    "cases were kept", checkpoint=None, outputs=written)
+        return EXIT_CANCELLED
+    except bad_input as exc:
+        events.error(str(exc), kind="bad_input", case=case_index, outputs=written)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - report, don't crash with a traceback in JSON mode
+        import traceback
+
+        events.error(f"internal error: {type(exc).__name__}: {exc}", kind="internal", case=case_index,
+                     traceback=traceback.format_exc(limit=8), outputs=written)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from lightunetr_core.cli import main
+
+    sys.exit(main(["segment", *sys.argv[1:]]))

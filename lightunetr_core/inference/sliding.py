@@ -1,0 +1,86 @@
+"""Sliding-window prediction of class probabilities with MONAI's ``sliding_window_inference``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lightunetr_core.jobs import CancelToken
+
+__all__ = ["count_windows", "predict_probabilities", "FLIP_AXES"]
+
+#: Test-time augmentation: identity plus a mirror along each spatial axis (averaged probabilities).
+FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+    """Number of windows ``sliding_window_inference`` uses (after padding a small volume up to the roi)."""
+    from monai.data.utils import dense_patch_slices
+
+    size = [max(int(s), int(r)) for s, r in zip(image_size, roi_size)]
+    interval = [int(r) if s == r else max(int(r * (1 - overlap)), 1) for s, r in zip(size, roi_size)]
+    return len(dense_patch_slices(size, [int(r) for r in roi_size], interval))
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    sw_batch_size: int = 1,
+    tta_flips: bool = False,
+    device: torch.device | None = None,
+    output_device: torch.device | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities ``(K, X, Y, Z)`` (float32, on ``output_device``) for one ``(C, X, Y, Z)`` image.
+
+    Logits are blended across windows (Gaussian or constant weights) and then turned into
+    probabilities; with ``tta_flips`` the probabilities of the identity and of the three mirrored
+    inputs are averaged. Volumes smaller than the patch are zero-padded (MONAI) and cropped back.
+    ``progress(done, total)`` is called after each batch of windows; ``cancel`` is polled before each.
+    """
+    from monai.inferers import sliding_window_inference
+
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if blend not in ("gaussian", "constant"):
+        raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
+    device = device or next(model.parameters()).device
+    output_device = output_device or device
+    roi = [int(s) for s in patch_size]
+    passes = FLIP_AXES if tta_flips else ((),)
+    windows = count_windows(image.shape[1:], roi, overlap)
+    batches_per_pass = math.ceil(windows / sw_batch_size)
+    total = batches_per_pass * len(passes)
+    done = 0
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        out = model(batch)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return out
+
+    x = image.unsqueeze(0).to(torch.float32)
+    probabilities = None
+    with torch.inference_mode():
+        for axes in passes:
+            xin = torch.flip(x, axes) if axes else x
+            logits = sliding_window_inference(
+                xin, roi, sw_batch_size, predictor, overlap=overlap, mode=blend,
+                padding_mode="constant", cval=0.0, sw_device=device, device=output_device,
+            )
+            logits = torch.as_tensor(logits)  # plain tensor (MONAI may return a MetaTensor)
+            if axes:
+                logits = torch.flip(logits, axes)
+            p = torch.softmax(logits.float(), dim=1)[0]
+            probabilities = p if probabilities is None else probabilities + p
+    return probabilities / len(passes)
