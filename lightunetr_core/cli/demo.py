@@ -75,8 +75,165 @@ def run_demo_data(args) -> int:
     return EXIT_OK
 
 
-def run_demo(args) -> int:
-    from lightunetr_core.jobs import EXIT_ERROR, EventWriter
+# Schedules. The default fits ≲15 min on 2 CPU cores (both trainings plus inference), --quick ≲2 min.
+DEMO_SCHEDULES = {
+    "default": {"cases": 16, "labeled": 4, "validation": 2, "test": 4, "shape": (64, 64, 40),
+                "patch": (64, 64, 32), "iterations": 600, "val_every": 150},
+    "quick": {"cases": 7, "labeled": 2, "validation": 1, "test": 2, "shape": (48, 48, 24),
+              "patch": (32, 32, 32), "iterations": 12, "val_every": 6},
+}
+RUNS = (("cse", "cse-reference"), ("supervised", "supervised"))
 
-    EventWriter.for_cli("demo", args.events).error("lightunetr demo is not implemented yet", kind="internal")
-    return EXIT_ERROR
+
+def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, seed: int, args) -> int:
+    from lightunetr_core.cli import train as train_cli
+
+    parser = argparse.ArgumentParser(prog="lightunetr")
+    train_cli.register(parser.add_subparsers(dest="command"))
+    argv = [
+        "train", "--data", data, "-o", str(run_dir), "--recipe", recipe,
+        "--iterations", str(iterations), "--patch-size", ",".join(str(p) for p in schedule["patch"]),
+        "--batch-labeled", "2", "--batch-unlabeled", "2",
+        "--warmup", str(max(1, min(500, iterations // 10))),
+        "--val-every", str(min(schedule["val_every"], iterations)),
+        "--seed", str(seed), "--device", "cpu", "--name", run_dir.name,
+        "--cache-dir", str(run_dir.parent / "cache"), "--events", args.events,
+    ]
+    if args.cancel_file:
+        argv += ["--cancel-file", args.cancel_file]
+    return int(train_cli.run(parser.parse_args(argv)) or 0)
+
+
+def _bundle_in(run_dir):
+    found = sorted(run_dir.glob("*.lightunetr"))
+    return found[0] if found else None
+
+
+def format_table(table: dict) -> str:
+    """Plain-text Dice table (one row per test case and class, then the mean)."""
+    methods = list(table["methods"])
+    lines = [f"{'case':<12}{'class':<12}" + "".join(f"{m:>14}" for m in methods)]
+    for row in table["cases"]:
+        for cls, name in table["labels"].items():
+            values = [row["dice"][m].get(cls) for m in methods]
+            lines.append(f"{row['id']:<12}{name:<12}" + "".join(f"{v:>14.3f}" if v is not None else f"{'n/a':>14}" for v in values))
+    for cls, name in table["labels"].items():
+        lines.append(f"{'mean':<12}{name:<12}" + "".join(f"{table['mean'][m][cls]:>14.3f}" for m in methods))
+    return "\n".join(lines)
+
+
+def run_demo(args) -> int:
+    import json
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from lightunetr_core.data.demo import generate_demo_dataset
+    from lightunetr_core.jobs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelToken, EventWriter
+
+    events = EventWriter.for_cli("demo", args.events)
+    cancel = CancelToken(args.cancel_file)
+    t0 = time.monotonic()
+    schedule = DEMO_SCHEDULES["quick" if args.quick else "default"]
+    iterations = args.iterations if args.iterations is not None else schedule["iterations"]
+    out = Path(args.out_dir)
+    if iterations < 1:
+        events.error("--iterations must be at least 1", kind="bad_input")
+        return EXIT_BAD_INPUT
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            events.error(f"{out} already exists and is not empty; choose a new folder or pass --overwrite", kind="bad_input")
+            return EXIT_BAD_INPUT
+        shutil.rmtree(out)
+    events.started(total=4, config={"out_dir": str(out), "iterations": iterations, "quick": bool(args.quick),
+                                    "seed": args.seed, **{k: v for k, v in schedule.items() if k != "iterations"}})
+    try:
+        events.stage("data", f"writing {schedule['cases']} synthetic cases to {out / 'data'}")
+        manifest = generate_demo_dataset(out / "data", cases=schedule["cases"], labeled=schedule["labeled"],
+                                         validation=schedule["validation"], test=schedule["test"], seed=args.seed,
+                                         shape=schedule["shape"])
+        bundles = {}
+        timings = {}
+        for name, recipe in RUNS:
+            cancel.raise_if_cancelled()
+            events.stage(f"train-{name}", f"training {recipe} for {iterations} iterations")
+            t = time.monotonic()
+            code = _train(recipe, str(manifest), out / "runs" / name, schedule, iterations, args.seed, args)
+            timings[f"train_{name}_s"] = round(time.monotonic() - t, 1)
+            if code == EXIT_CANCELLED:
+                events.emit("cancelled", message="demo cancelled during training", checkpoint=None)
+                return EXIT_CANCELLED
+            if code != EXIT_OK:
+                events.error(f"training {recipe} failed (exit code {code}); see the messages above", kind="internal")
+                return EXIT_ERROR
+            bundles[name] = _bundle_in(out / "runs" / name)
+            if bundles[name] is None:
+                events.error(f"training {recipe} finished without writing a bundle in {out / 'runs' / name}", kind="internal")
+                return EXIT_ERROR
+
+        events.stage("segment", "segmenting the held-out test cases with both models")
+        table = evaluate_bundles(manifest, bundles, out / "segmentations", events=events, cancel=cancel)
+        table["iterations"] = iterations
+        table["timings"] = timings
+        table["bundles"] = {k: str(v) for k, v in bundles.items()}
+        tmp = out / f".dice.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(table, indent=2))
+        os.replace(tmp, out / "dice.json")
+        events.emit("output", path=str(out / "dice.json"), kind="metrics")
+        if args.events == "human":
+            print(format_table(table))
+            print(f"\n(table written to {out / 'dice.json'})")
+        events.emit("finished", elapsed_s=time.monotonic() - t0, mean_dice=table["mean"], dice_json=str(out / "dice.json"))
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001
+        from lightunetr_core.jobs import JobCancelled
+
+        if isinstance(exc, JobCancelled):
+            events.emit("cancelled", message=str(exc), checkpoint=None)
+            return EXIT_CANCELLED
+        import traceback
+
+        events.error(f"{type(exc).__name__}: {exc}", kind="internal", traceback=traceback.format_exc()[-4000:])
+        return EXIT_ERROR
+
+
+def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None) -> dict:
+    """Segment the manifest's ``test`` cases with each bundle, write the label maps under ``seg_dir/<method>/``
+    and return the Dice table ``{"labels", "methods", "cases": [{"id", "dice": {method: {class: dice}}}], "mean"}``."""
+    from pathlib import Path
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lightunetr_core.bundle import load_bundle
+    from lightunetr_core.data.dataset import load_manifest
+    from lightunetr_core.data.io import read_image, write_image
+    from lightunetr_core.inference import segment_image
+    from lightunetr_core.metrics import compute_metrics
+
+    spec = load_manifest(manifest)
+    tests = spec.by_role("test")
+    labels = {str(k): v for k, v in spec.labels.items() if k != 0}
+    loaded = {m: load_bundle(p, device="cpu") for m, p in bundles.items()}
+    rows = []
+    for n, case in enumerate(tests):
+        reference_image = read_image(case.label)
+        reference = sitk.GetArrayFromImage(reference_image)
+        spacing = reference_image.GetSpacing()[::-1]
+        row = {"id": case.id, "dice": {}, "hd95_mm": {}}
+        for method, bundle in loaded.items():
+            result = segment_image(bundle, [str(p) for p in case.images], cancel=cancel)
+            Path(seg_dir, method).mkdir(parents=True, exist_ok=True)
+            write_image(result.labels, Path(seg_dir, method, f"{case.id}.nii.gz"), overwrite=True)
+            prediction = sitk.GetArrayFromImage(result.labels)
+            metrics = compute_metrics(prediction, reference, spacing, labels=[int(k) for k in labels])
+            row["dice"][method] = {str(m.label): float(m.dice) for m in metrics}
+            row["hd95_mm"][method] = {str(m.label): (None if np.isnan(m.hd95_mm) else float(m.hd95_mm)) for m in metrics}
+        rows.append(row)
+        if events is not None:
+            events.progress(n + 1, len(tests), stage="segment", case=case.id)
+    mean = {m: {k: float(np.mean([r["dice"][m][k] for r in rows])) for k in labels} for m in loaded}
+    return {"labels": labels, "methods": list(loaded), "cases": rows, "mean": mean}
