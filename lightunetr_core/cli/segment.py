@@ -68,15 +68,17 @@ def _with_suffix(path: Path, tag: str, ext: str) -> Path:
     return path.with_name(_case_name(path) + tag + ext)
 
 
+class OutputPlanError(ValueError):
+    """The output path does not fit the inputs (e.g. a file name for several cases)."""
+
+
 def plan_outputs(cases: list[list[Path]], output: Path, fmt: str | None, probabilities: bool,
                  uncertainty: bool) -> list[dict]:
     """Output paths per case: ``labels`` (+ ``probabilities``/``uncertainty``)."""
-    from lightunetr_core.inference import InferenceInputError
-
     plans = []
     if _is_file_target(output):
         if len(cases) != 1:
-            raise InferenceInputError(
+            raise OutputPlanError(
                 f"-o {output} is a file name but {len(cases)} cases were given; pass an output folder instead")
         labels = output
         ext_of = labels.name.lower()
@@ -95,7 +97,7 @@ def plan_outputs(cases: list[list[Path]], output: Path, fmt: str | None, probabi
     for channels in cases:
         name = _case_name(channels[0])
         if name in seen:
-            raise InferenceInputError(f"two inputs are named {name!r}; their outputs would collide. Rename one "
+            raise OutputPlanError(f"two inputs are named {name!r}; their outputs would collide. Rename one "
                                       "or segment them separately")
         seen.add(name)
         entry = {"labels": output / f"{name}_segmentation.{fmt}"}
@@ -124,45 +126,38 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     written: list[str] = []
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    try:
-        import torch
-        import SimpleITK as sitk
+    # Light imports first: the pre-flight checks below run without torch, so bad input fails fast.
+    import SimpleITK as sitk
 
-        from lightunetr_core.bundle import BundleError, load_bundle, read_model_card
-        from lightunetr_core.data.io import (
-            ImageReadError,
-            OutputExistsError,
-            inspect_image,
-            read_image,
-            write_image,
-            write_segmentation_nrrd,
-        )
-        from lightunetr_core.inference import InferenceInputError, segment_image, select_device
-    except ImportError as exc:  # broken installation
-        events.error(f"cannot import the inference stack: {exc}", kind="internal")
-        return EXIT_ERROR
+    from lightunetr_core.bundle import BundleError, read_model_card
+    from lightunetr_core.data.io import (
+        ImageReadError,
+        OutputExistsError,
+        inspect_image,
+        read_image,
+        write_image,
+        write_segmentation_nrrd,
+    )
 
-    bad_input = (BundleError, ImageReadError, OutputExistsError, InferenceInputError)
+    class InputProblem(ValueError):
+        pass
+
+    bad_input: tuple = (BundleError, ImageReadError, OutputExistsError, InputProblem, OutputPlanError)
     case_index = 0
     try:
-        if args.threads:
-            torch.set_num_threads(max(1, args.threads))
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, args.threads))
         if not 0.0 <= args.overlap < 1.0:
-            raise InferenceInputError(f"--overlap {args.overlap} must be in [0, 1)")
+            raise InputProblem(f"--overlap {args.overlap} must be in [0, 1)")
         if args.sw_batch_size < 1:
-            raise InferenceInputError("--sw-batch-size must be at least 1")
-        try:
-            device = select_device(args.device)
-        except ValueError as exc:
-            raise InferenceInputError(str(exc)) from None
+            raise InputProblem("--sw-batch-size must be at least 1")
+        if args.threads is not None and args.threads < 1:
+            raise InputProblem("--threads must be at least 1")
 
         # Pre-flight: everything checkable without heavy work, so a bad input writes nothing.
         card = read_model_card(args.model)
         channels = len(card.input_channels)
         inputs = [Path(p) for p in args.inputs]
         if len(inputs) % channels:
-            raise InferenceInputError(
+            raise InputProblem(
                 f"the model needs {channels} input channel(s) per case ({', '.join(card.input_channels)}) but "
                 f"{len(inputs)} input(s) were given; give the channels of each case consecutively"
             )
@@ -171,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             inspect_image(path)
         output = Path(args.output)
         if output.exists() and output.is_file() and not _is_file_target(output):
-            raise InferenceInputError(f"-o {output} is an existing file with an unknown ending; give a folder "
+            raise InputProblem(f"-o {output} is an existing file with an unknown ending; give a folder "
                                       f"or a file name ending in {', '.join(_FILE_ENDINGS)}")
         outputs = plan_outputs(cases, output, args.format, args.probabilities, args.uncertainty)
         if not args.overwrite:
@@ -182,6 +177,18 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another output or pass --overwrite."
                 )
 
+        import torch
+
+        from lightunetr_core.inference import InferenceInputError, segment_image, select_device
+
+        bad_input = bad_input + (InferenceInputError,)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+        try:
+            device = select_device(args.device)
+        except ValueError as exc:
+            raise InputProblem(str(exc)) from None
         events.started(total=len(cases), config=config)
         events.stage("load", f"loading model {card.name} on {device}")
         bundle = load_bundle(args.model, device=device)
@@ -192,13 +199,15 @@ def run(args: argparse.Namespace) -> int:
                          case=case_index, input=[str(p) for p in channel_paths])
             images = [read_image(p) for p in channel_paths]
             events.stage("inference", f"case {case_index + 1}/{len(cases)}: segmenting", case=case_index)
-            tick = {"last": 0.0}
+            tick = {"last": 0.0, "start": time.perf_counter()}
 
             def progress(done: int, total: int, _case=case_index) -> None:
                 now = time.perf_counter()
                 if done == total or now - tick["last"] > 0.2 or done == 1:
                     tick["last"] = now
-                    events.progress(done, total, case=_case, cases=len(cases), unit="window")
+                    elapsed = now - tick["start"]
+                    events.progress(done, total, rate=done / elapsed if elapsed > 0 else None, case=_case,
+                                    cases=len(cases), unit="window")
 
             result = segment_image(
                 bundle, images, overlap=args.overlap, blend=args.blend, tta_flips=args.tta,

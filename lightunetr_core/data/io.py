@@ -159,10 +159,7 @@ def inspect_image(path: str | os.PathLike) -> dict:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageReadError(
-            f"{p}: cannot read the image ({_first_line(exc)}). Supported: NIfTI (.nii, .nii.gz), NRRD "
-            "(.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder; check the file is complete."
-        ) from None
+        raise _read_failure(p, exc) from None
     size = list(reader.GetSize())
     dimension = reader.GetDimension()
     spacing = list(reader.GetSpacing())
@@ -175,6 +172,19 @@ def inspect_image(path: str | os.PathLike) -> dict:
                     reader.GetNumberOfComponents())
     return {"size": tuple(size), "spacing": tuple(spacing), "origin": tuple(reader.GetOrigin()[:3]),
             "direction": tuple(direction)}
+
+
+def _read_failure(path: Path, exc: BaseException) -> ImageReadError:
+    detail = _first_line(exc)
+    if "spacing" in detail.lower():
+        return ImageReadError(
+            f"{path}: invalid voxel spacing in the header ({detail}). Fix the header (pixdim in NIfTI, "
+            "'space directions' in NRRD, ElementSpacing in MetaImage) so every spacing is the positive voxel size in mm."
+        )
+    return ImageReadError(
+        f"{path}: cannot read the image ({detail}). Supported: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), "
+        "MetaImage (.mha, .mhd) or a DICOM series folder; check the file is complete and not truncated."
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -206,11 +216,7 @@ def read_image(path: str | os.PathLike, series_id: str | None = None) -> sitk.Im
     except ImageReadError:
         raise
     except RuntimeError as exc:
-        raise ImageReadError(
-            f"{p}: cannot read the image ({_first_line(exc)}). Supported: NIfTI (.nii, .nii.gz), NRRD "
-            "(.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder; check the file is complete "
-            "and not truncated."
-        ) from None
+        raise _read_failure(p, exc) from None
     image = _reduce_trailing_unit_axis(image)
     direction = image.GetDirection() if image.GetDimension() == 3 else np.eye(3).ravel()
     _check_geometry(str(p), image.GetDimension(), image.GetSize(), image.GetSpacing(), direction,
