@@ -21,15 +21,37 @@ for sub in ("LightUNETRSegmentation", "SegmentEditorLightUNETR", "LightUNETRTrai
     path = os.path.join(REPO, sub)
     if os.path.isdir(path) and path not in sys.path:
         sys.path.insert(0, path)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 'slicer-core>=5.12,<5.13')")
+
+def _import_real_slicer():
+    """Import slicer-core's ``slicer`` package. pytest puts ``tests/`` on ``sys.path``, where this folder
+    (``tests/slicer``) would otherwise join the ``slicer`` namespace (slicer-core's ``__init__`` extends
+    its ``__path__`` and imports every module in it), so hide those entries during the import."""
+    if "slicer" in sys.modules:
+        return sys.modules["slicer"]
+    shadowing = [p for p in sys.path if os.path.isdir(os.path.join(p or ".", "slicer")) and
+                 os.path.abspath(os.path.join(p or ".", "slicer")) == HERE]
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in shadowing]
+    try:
+        import slicer as module
+    except ImportError:
+        pytest.skip("slicer-core is not installed (pip install 'slicer-core>=5.12,<5.13')", allow_module_level=True)
+    finally:
+        sys.path[:] = saved
+    if hasattr(module, "__path__"):
+        module.__path__[:] = [p for p in module.__path__ if os.path.abspath(p) != HERE]
+    return module
+
+
+slicer = _import_real_slicer()
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package here is not slicer-core", allow_module_level=True)
 
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 from slicer_bootstrap import bootstrap  # noqa: E402
 
 
@@ -57,3 +79,38 @@ def vtk_errors(slicer_env):
     """Callable returning the VTK errors logged since the test started."""
     start = len(slicer_env.read_vtk_errors())
     return lambda: slicer_env.read_vtk_errors()[start:]
+
+
+def make_tiny_bundle(folder, name="tiny", labels=("background", "Liver", "Spleen", "Tumor"), in_channels=1, seed=0):
+    """A real bundle of LightUNETR(patch_size=(32,32,32)) with seeded random weights, saved with the
+    engine's ``save_bundle``. Native spacing (no resampling) keeps comparisons voxel-exact."""
+    import torch
+
+    from lightunetr_core.bundle import ModelCard, default_labels, save_bundle
+    from lightunetr_core.models import LightUNETR
+
+    torch.manual_seed(seed)
+    model = LightUNETR(in_channels=in_channels, num_classes=len(labels), patch_size=(32, 32, 32))
+    # Make the output depend strongly on intensity so every class appears on the test volumes.
+    card = ModelCard(
+        name=name,
+        architecture="lightunetr",
+        architecture_args={"in_channels": in_channels, "num_classes": len(labels), "patch_size": [32, 32, 32]},
+        patch_size=[32, 32, 32],
+        preprocessing={"target_spacing": None, "orientation": "RAS",
+                       "normalization": [{"kind": "zscore"} for _ in range(in_channels)]},
+        input_channels=[f"channel{i}" for i in range(in_channels)],
+        labels=default_labels(list(labels)),
+        description="tiny test model",
+    )
+    return str(save_bundle(os.path.join(str(folder), name), model, card))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def two_channel_bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("models2"), name="twochannel", in_channels=2)

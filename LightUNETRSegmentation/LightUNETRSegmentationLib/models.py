@@ -1,0 +1,163 @@
+"""Model bundles (``NAME.lightunetr/`` folders with ``model_card.json`` + ``model.safetensors``) in a
+models folder. Reads only the JSON card (no torch in the Slicer process); the engine re-validates the
+card and checks the weights' SHA-256 when it loads the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+
+from .segments import LabelSpec
+
+BUNDLE_SUFFIX = ".lightunetr"
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.safetensors"
+try:  # same constants as the engine when it is importable (bundle.py imports only the stdlib)
+    from lightunetr_core.bundle import BUNDLE_SUFFIX, CARD_FILE, WEIGHTS_FILE  # noqa: F811
+except ImportError:
+    pass
+
+
+class ModelError(ValueError):
+    """A model bundle is missing or unusable; the message says what to do."""
+
+
+def default_models_folder() -> str:
+    """``$LIGHTUNETR_MODELS_DIR`` or ``~/.lightunetr/models``."""
+    return os.environ.get("LIGHTUNETR_MODELS_DIR") or os.path.join(os.path.expanduser("~"), ".lightunetr", "models")
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    name: str
+    description: str
+    architecture: str
+    patch_size: list
+    input_channels: list
+    labels: list  # list[LabelSpec], background excluded
+    card: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.input_channels)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [s.name for s in self.labels]
+
+    def summary(self) -> str:
+        return (f"{self.name} ({self.architecture}, patch {'x'.join(str(s) for s in self.patch_size)}, "
+                f"{self.num_channels} channel(s): {', '.join(self.input_channels)}; "
+                f"labels: {', '.join(self.label_names)})")
+
+
+def read_model_info(path: str) -> ModelInfo:
+    """Read a bundle's card. Raises :class:`ModelError` with a message naming the problem."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and os.path.basename(path) in (CARD_FILE, WEIGHTS_FILE):
+        path = os.path.dirname(path)
+    if not os.path.exists(path):
+        raise ModelError(f"Model not found: {path}. Choose a '<name>{BUNDLE_SUFFIX}' folder.")
+    if os.path.isfile(path):
+        if path.lower().endswith((".pt", ".pth", ".ckpt", ".pkl")):
+            raise ModelError(f"{path} is a PyTorch checkpoint, not a LightUNETR bundle. Convert it with "
+                             "'lightunetr import-reference' first.")
+        raise ModelError(f"{path} is not a model bundle; choose a '<name>{BUNDLE_SUFFIX}' folder.")
+    card_path = os.path.join(path, CARD_FILE)
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+    except FileNotFoundError:
+        raise ModelError(f"{path} has no {CARD_FILE}; it is not a LightUNETR model bundle.") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{card_path} cannot be read ({exc}); the bundle is damaged.") from None
+    if not os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+        raise ModelError(f"{path} has no {WEIGHTS_FILE}; the bundle is incomplete.")
+    try:
+        labels = []
+        for lb in card["labels"]:
+            if int(lb["value"]) == 0:
+                continue
+            labels.append(LabelSpec(int(lb["value"]), lb["name"], lb.get("color"), lb.get("terminology")))
+        return ModelInfo(
+            path=os.path.abspath(path),
+            name=str(card.get("name") or os.path.basename(path)),
+            description=str(card.get("description", "")),
+            architecture=str(card["architecture"]),
+            patch_size=list(card["patch_size"]),
+            input_channels=list(card["input_channels"]),
+            labels=labels,
+            card=card,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{card_path}: incomplete model card ({exc!r} missing or invalid).") from None
+
+
+class ModelLibrary:
+    """Bundles in a models folder."""
+
+    def __init__(self, folder: str | None = None):
+        self.folder = folder or default_models_folder()
+
+    def discover(self) -> tuple[list[ModelInfo], list[str]]:
+        """(usable models sorted by name, messages about folders that are not usable bundles)."""
+        models, problems = [], []
+        if not os.path.isdir(self.folder):
+            return models, problems
+        for entry in sorted(os.listdir(self.folder)):
+            full = os.path.join(self.folder, entry)
+            if entry.startswith(".") or not os.path.isdir(full):
+                continue
+            if not entry.endswith(BUNDLE_SUFFIX) and not os.path.exists(os.path.join(full, CARD_FILE)):
+                continue
+            try:
+                models.append(read_model_info(full))
+            except ModelError as exc:
+                problems.append(str(exc))
+        models.sort(key=lambda m: m.name.lower())
+        return models, problems
+
+    def find(self, name_or_path: str) -> ModelInfo:
+        if os.path.exists(name_or_path):
+            return read_model_info(name_or_path)
+        models, _ = self.discover()
+        for m in models:
+            if name_or_path in (m.name, os.path.basename(m.path), os.path.basename(m.path)[: -len(BUNDLE_SUFFIX)]):
+                return m
+        names = ", ".join(m.name for m in models) or "none"
+        raise ModelError(f"No model named '{name_or_path}' in {self.folder} (available: {names}). "
+                         "Add one with 'Add model from file'.")
+
+    def add(self, source: str, overwrite: bool = False) -> ModelInfo:
+        """Copy a bundle folder (or the folder of a ``model_card.json``) into the models folder
+        atomically (temp copy + rename). Returns the installed model."""
+        info = read_model_info(source)
+        base = os.path.basename(info.path.rstrip(os.sep))
+        if not base.endswith(BUNDLE_SUFFIX):
+            base += BUNDLE_SUFFIX
+        os.makedirs(self.folder, exist_ok=True)
+        target = os.path.join(self.folder, base)
+        if os.path.abspath(target) == info.path:
+            return info
+        if os.path.exists(target) and not overwrite:
+            raise ModelError(f"A model '{base}' is already installed in {self.folder}; remove it or allow replacing it.")
+        tmp = os.path.join(self.folder, f".tmp-{uuid.uuid4().hex[:8]}-{base}")
+        shutil.copytree(info.path, tmp)
+        try:
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return read_model_info(target)
+
+    def remove(self, name_or_path: str) -> None:
+        m = self.find(name_or_path)
+        if os.path.dirname(m.path) != os.path.abspath(self.folder):
+            raise ModelError(f"{m.path} is not in the models folder {self.folder}; not removing it.")
+        shutil.rmtree(m.path)
