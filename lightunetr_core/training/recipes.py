@@ -167,7 +167,7 @@ def _reference_step(run: _Runner, xl, yl, unlabeled, config, thresholds, generat
         out_s = run.forward(su * mask)
     else:
         mask = smc_mask(nl + nu, spatial, generator, config.smc_block, config.smc_ratio, su.device)
-        out_s = run.forward(torch.cat([torch.zeros_like(su), su]) * mask)[nl:]
+        out_s = run.forward(torch.cat([su.new_zeros((nl,) + tuple(su.shape[1:])), su]) * mask)[nl:]
 
     ce, dice = supervised_loss(out_w[:nl], yl)
     keep = thresholds.update(conf[nl:])
