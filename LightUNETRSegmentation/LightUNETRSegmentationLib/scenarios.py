@@ -141,3 +141,113 @@ def roundtrip_labels_scenario(tmpdir, geometry="oblique", fmt=".nrrd"):
         if not np.array_equal(got, expected):
             raise AssertionError(f"segment {spec.name}: {np.count_nonzero(got != expected)} voxels differ ({geometry})")
     return seg
+
+
+def make_tiny_bundle(folder, name="tiny", labels=("background", "Liver", "Spleen", "Tumor"), in_channels=1, seed=0):
+    """A real bundle of LightUNETR(patch_size=(32,32,32)) with seeded random weights, written by the
+    engine's ``save_bundle`` (needs torch; imported here only). Native spacing (no resampling) keeps
+    comparisons voxel-exact."""
+    import torch
+
+    from lightunetr_core.bundle import ModelCard, default_labels, save_bundle
+    from lightunetr_core.models import LightUNETR
+
+    torch.manual_seed(seed)
+    model = LightUNETR(in_channels=in_channels, num_classes=len(labels), patch_size=(32, 32, 32))
+    card = ModelCard(
+        name=name,
+        architecture="lightunetr",
+        architecture_args={"in_channels": in_channels, "num_classes": len(labels), "patch_size": [32, 32, 32]},
+        patch_size=[32, 32, 32],
+        preprocessing={"target_spacing": None, "orientation": "RAS",
+                       "normalization": [{"kind": "zscore"} for _ in range(in_channels)]},
+        input_channels=[f"channel{i}" for i in range(in_channels)],
+        labels=default_labels(list(labels)),
+        description="tiny test model",
+    )
+    return str(save_bundle(os.path.join(str(folder), name), model, card))
+
+
+def bad_inputs_scenario(logic, bundle, two_channel_bundle):
+    """Bad inputs give failed jobs with messages (no exception, no process, scene untouched).
+    Returns {case: message}."""
+    from LightUNETRSegmentationLib import logic as logic_module
+
+    scene = slicer.mrmlScene
+    vol = add_volume("vol", test_pattern().astype(np.float32), "oblique")
+    flat = add_volume("flat", test_pattern((1, 24, 28)).astype(np.float32), "axial")
+    label = add_volume("lab", label_pattern(), "oblique", labelmap=True)
+    cases = {
+        "no volume": dict(inputVolumeNode=None, model=bundle),
+        "2-D volume": dict(inputVolumeNode=flat, model=bundle),
+        "label map": dict(inputVolumeNode=label, model=bundle),
+        "channels": dict(inputVolumeNode=vol, model=two_channel_bundle),
+        "no model": dict(inputVolumeNode=vol, model=None),
+        "missing model": dict(inputVolumeNode=vol, model=os.path.join(os.path.dirname(bundle), "nope.lightunetr")),
+        "device": dict(inputVolumeNode=vol, model=bundle, device="tpu"),
+    }
+    expected = {"no volume": "No input volume", "2-D volume": "2-D", "label map": "label map",
+                "channels": "2 input channel", "no model": "No model", "missing model": "not",
+                "device": "Unknown device"}
+    messages = {}
+    for case, kwargs in cases.items():
+        n = scene.GetNumberOfNodes()
+        job = logic.process(waitForCompletion=True, **kwargs)
+        if job.status != logic_module.FAILED or job.runner is not None:
+            raise AssertionError(f"{case}: expected a failed job without a process, got {job}")
+        if expected[case] not in job.message:
+            raise AssertionError(f"{case}: message {job.message!r} does not mention {expected[case]!r}")
+        if scene.GetNumberOfNodes() != n:
+            raise AssertionError(f"{case}: the scene changed")
+        messages[case] = job.message
+    return messages
+
+
+def end_to_end_scenario(logic, tmpdir, bundle, geometry="left-handed-oblique", timeout=600):
+    """Segment a volume read from a file with ``logic.process`` and compare it voxel by voxel with
+    ``lightunetr segment`` run directly on the same file. Returns the job."""
+    from LightUNETRSegmentationLib import jobrunner, segments, volumeio
+
+    src = add_volume("src", test_pattern((30, 34, 38)).astype(np.float32), geometry)
+    path = volumeio.export_volume(src, os.path.join(tmpdir, f"{geometry}.nii.gz"))
+    segments.remove_node(src)
+    volume = volumeio.read_volume(path, name=f"input-{geometry}")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "result")
+    job = logic.process(volume, seg, bundle, device="cpu", waitForCompletion=True, timeout=timeout)
+    if not job.ok:
+        raise AssertionError(f"segmentation failed: {job.message}\n" + "\n".join(job.log[-10:]))
+
+    cli_out = os.path.join(tmpdir, f"cli-{geometry}.nrrd")
+    runner = jobrunner.JobRunner(jobrunner.core_command("segment", path, "-m", bundle, "-o", cli_out, "--device", "cpu"),
+                                 name="segment").start()
+    if runner.wait(timeout=timeout) != jobrunner.COMPLETED:
+        raise AssertionError(f"CLI failed: {runner.error_message}")
+    cli_labels = volumeio.read_volume(cli_out, name="cli", labelmap=True)
+    ras, values = physical_voxel_table(cli_labels)
+    model = logic.resolveModel(bundle)
+    found = 0
+    for spec in model.labels:
+        seg_id = seg.GetSegmentation().GetSegmentIdBySegmentName(spec.name)
+        got = slicer.util.arrayFromSegmentBinaryLabelmap(seg, seg_id, volume)
+        got_at = values_at_ras_array(volume, got, ras)
+        expected = values == spec.value
+        found += int(expected.sum())
+        if not np.array_equal(got_at > 0, expected):
+            raise AssertionError(f"{geometry}: segment {spec.name}: {np.count_nonzero((got_at > 0) != expected)} voxels differ")
+    if found == 0:
+        raise AssertionError("the model segmented nothing; the comparison would be empty")
+    segments.remove_node(cli_labels)
+    return job
+
+
+def values_at_ras_array(volumeNode, array_kji, ras_points, tol=1e-3):
+    """Like :func:`values_at_ras` for another KJI array on the grid of ``volumeNode``."""
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetRASToIJKMatrix(m)
+    M = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    ijk = (M @ np.c_[ras_points, np.ones(len(ras_points))].T)[:3].T
+    r = np.rint(ijk)
+    if np.abs(ijk - r).max() > tol:
+        raise AssertionError("points are not on the voxel grid")
+    r = r.astype(int)
+    return array_kji[r[:, 2], r[:, 1], r[:, 0]]

@@ -81,29 +81,7 @@ def vtk_errors(slicer_env):
     return lambda: slicer_env.read_vtk_errors()[start:]
 
 
-def make_tiny_bundle(folder, name="tiny", labels=("background", "Liver", "Spleen", "Tumor"), in_channels=1, seed=0):
-    """A real bundle of LightUNETR(patch_size=(32,32,32)) with seeded random weights, saved with the
-    engine's ``save_bundle``. Native spacing (no resampling) keeps comparisons voxel-exact."""
-    import torch
-
-    from lightunetr_core.bundle import ModelCard, default_labels, save_bundle
-    from lightunetr_core.models import LightUNETR
-
-    torch.manual_seed(seed)
-    model = LightUNETR(in_channels=in_channels, num_classes=len(labels), patch_size=(32, 32, 32))
-    # Make the output depend strongly on intensity so every class appears on the test volumes.
-    card = ModelCard(
-        name=name,
-        architecture="lightunetr",
-        architecture_args={"in_channels": in_channels, "num_classes": len(labels), "patch_size": [32, 32, 32]},
-        patch_size=[32, 32, 32],
-        preprocessing={"target_spacing": None, "orientation": "RAS",
-                       "normalization": [{"kind": "zscore"} for _ in range(in_channels)]},
-        input_channels=[f"channel{i}" for i in range(in_channels)],
-        labels=default_labels(list(labels)),
-        description="tiny test model",
-    )
-    return str(save_bundle(os.path.join(str(folder), name), model, card))
+from LightUNETRSegmentationLib.scenarios import make_tiny_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
