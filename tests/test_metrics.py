@@ -166,19 +166,9 @@ def _write(path: Path, array: np.ndarray, spacing=(0.8, 0.9, 2.5), origin=(-10.0
     return path
 
 
-_CLI = (
-    "import argparse, sys\n"
-    "from lightunetr_core.cli import evaluate\n"
-    "parser = argparse.ArgumentParser(prog='lightunetr')\n"
-    "evaluate.register(parser.add_subparsers(dest='command'))\n"
-    "args = parser.parse_args(sys.argv[1:])\n"
-    "sys.exit(args.func(args))\n"
-)
-
-
 def _evaluate(*args, cwd=None):
-    # The real sub-command module in a real process, parsed exactly as the dispatcher does.
-    return subprocess.run([sys.executable, "-c", _CLI, "evaluate", *map(str, args)], capture_output=True,
+    # The real command line in a real process (python -m lightunetr_core = the ``lightunetr`` script).
+    return subprocess.run([sys.executable, "-m", "lightunetr_core", "evaluate", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=120)
 
 

@@ -125,15 +125,7 @@ def _make_bundle(tmp_path, model):
 def test_cli_exports_bundle_with_card_metadata(small_model, tmp_path):
     bundle = _make_bundle(tmp_path, small_model)
     out = tmp_path / "out" / "tiny.onnx"
-    code = (
-        "import argparse, sys\n"
-        "from lightunetr_core.cli import export_onnx\n"
-        "p = argparse.ArgumentParser(prog='lightunetr')\n"
-        "export_onnx.register(p.add_subparsers(dest='command'))\n"
-        "a = p.parse_args(sys.argv[1:])\n"
-        "sys.exit(a.func(a))\n"
-    )
-    cmd = [sys.executable, "-c", code, "export-onnx", str(bundle), "-o", str(out), "--events", "json"]
+    cmd = [sys.executable, "-m", "lightunetr_core", "export-onnx", str(bundle), "-o", str(out), "--events", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -160,15 +152,7 @@ def test_cli_exports_bundle_with_card_metadata(small_model, tmp_path):
 def test_cli_rejects_pickle_checkpoint(tmp_path):
     checkpoint = tmp_path / "model.pth"
     torch.save({"w": torch.zeros(1)}, checkpoint)
-    code = (
-        "import argparse, sys\n"
-        "from lightunetr_core.cli import export_onnx\n"
-        "p = argparse.ArgumentParser(prog='lightunetr')\n"
-        "export_onnx.register(p.add_subparsers(dest='command'))\n"
-        "a = p.parse_args(sys.argv[1:])\n"
-        "sys.exit(a.func(a))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, "export-onnx", str(checkpoint), "-o", str(tmp_path / "x.onnx")],
+    proc = subprocess.run([sys.executable, "-m", "lightunetr_core", "export-onnx", str(checkpoint), "-o", str(tmp_path / "x.onnx")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "pickle" in proc.stderr
     assert not (tmp_path / "x.onnx").exists()
