@@ -197,6 +197,8 @@ def run(args) -> int:
             if info.is_main:
                 events.emit("cancelled", message=str(exc), checkpoint=str(exc.checkpoint) if exc.checkpoint else None,
                             iteration=exc.iteration)
+            if not info.enabled:
+                _fast_exit_if_cli(EXIT_CANCELLED)
             return EXIT_CANCELLED
         bundle_path = None
         if summary["status"] == "finished" and info.is_main:
@@ -216,6 +218,35 @@ def run(args) -> int:
         return EXIT_ERROR
     finally:
         ddp.cleanup(info)
+
+
+def _is_cli_process() -> bool:
+    """True when this process was started as the ``lightunetr`` command (console script,
+    ``python -m lightunetr_core`` or ``python -m lightunetr_core.cli.train``), not imported by a host."""
+    import sys
+    from pathlib import Path
+
+    argv0 = Path(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    if argv0.stem == "lightunetr":
+        return True
+    return (argv0.name == "__main__.py" and argv0.parent.name == "lightunetr_core") or (
+        argv0.name == "train.py" and argv0.parent.name == "cli" and argv0.parent.parent.name == "lightunetr_core")
+
+
+def _fast_exit_if_cli(code: int) -> None:
+    """After a cancel, everything is on disk and the events are flushed: skip the interpreter's module
+    teardown (seconds with torch + MONAI loaded on a busy machine) so the caller sees the exit code fast."""
+    import os
+    import sys
+
+    if not _is_cli_process():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _prepare_data(args, run_dir, events, info):

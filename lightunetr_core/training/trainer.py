@@ -256,8 +256,29 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------------
     def _check_cancel(self) -> None:
         # Mid-step cancellation only without DDP (ranks must agree, which happens between iterations).
-        if not self.dist.enabled:
-            self.cancel.raise_if_cancelled()
+        # Throttled: the cancel file is stat'ed at most every 50 ms.
+        if self.dist.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last_cancel_check < 0.05:
+            return
+        self._last_cancel_check = now
+        self.cancel.raise_if_cancelled()
+
+    def _install_backward_checks(self) -> None:
+        """Poll for cancellation during backward too (a gradient hook on every parameter; the exception
+        aborts the backward pass, the iteration is then rolled back)."""
+        self._last_cancel_check = 0.0
+        if self.dist.enabled:
+            return
+
+        def hook(grad):
+            self._check_cancel()
+            return grad
+
+        for param in self.model_plain.parameters():
+            if param.requires_grad:
+                param.register_hook(hook)
 
     def _batch(self) -> tuple[dict, dict | None]:
         def to_device(d: dict) -> dict:
@@ -283,6 +304,7 @@ class Trainer:
         done_here = 0
         last_emit = 0.0
         self.model.train()
+        self._install_backward_checks()
         status = "finished"
         while self.iteration < stop_at:
             if ddp.any_rank(self.cancel.cancelled(), self.dist, self.device):
@@ -293,14 +315,16 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 result = training_step(self.model, labeled, unlabeled, c.recipe, self.thresholds,
                                        self.recipe_gen, check=self._check_cancel)
-                self._check_cancel()
+                if not torch.isfinite(result.loss):
+                    raise FloatingPointError(
+                        f"loss became {float(result.loss)} at iteration {self.iteration + 1}; lower --lr or disable --bf16")
+                result.loss.backward()
+                if not self.dist.enabled:
+                    self.cancel.raise_if_cancelled()
             except JobCancelled:
+                self.optimizer.zero_grad(set_to_none=True)
                 self._rollback(snap)
                 self._cancelled()
-            if not torch.isfinite(result.loss):
-                raise FloatingPointError(
-                    f"loss became {float(result.loss)} at iteration {self.iteration + 1}; lower --lr or disable --bf16")
-            result.loss.backward()
             self.optimizer.step()
             self.iteration += 1
             done_here += 1
