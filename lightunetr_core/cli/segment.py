@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     # Light imports first: the pre-flight checks below run without torch, so bad input fails fast.
     import SimpleITK as sitk
 
-    from lightunetr_core.bundle import BundleError, read_model_card
+    from lightunetr_core.bundle import BundleError, load_bundle, read_model_card
     from lightunetr_core.data.io import (
         ImageReadError,
         OutputExistsError,

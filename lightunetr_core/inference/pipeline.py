@@ -104,6 +104,22 @@ def roi_to_index_box(geometry: Geometry, roi: Sequence[float]) -> tuple[tuple[in
     return tuple(int(s) for s in start), tuple(int(s) for s in (stop - start))
 
 
+def _inside_box(geometry: Geometry, start: Sequence[int], size: Sequence[int], roi: Sequence[float]) -> np.ndarray:
+    """Which voxels of the crop ``start``/``size`` have their centre inside the LPS box ``roi`` (slice by slice)."""
+    roi = np.asarray(roi, float)
+    lo, hi = np.minimum(roi[:3], roi[3:]), np.maximum(roi[:3], roi[3:])
+    scaled = geometry.direction_matrix * np.asarray(geometry.spacing)  # columns: step per index axis
+    i = np.arange(start[0], start[0] + size[0], dtype=float)
+    j = np.arange(start[1], start[1] + size[1], dtype=float)
+    ii, jj = np.meshgrid(i, j, indexing="ij")
+    plane = np.asarray(geometry.origin) + ii[..., None] * scaled[:, 0] + jj[..., None] * scaled[:, 1]
+    mask = np.empty(tuple(size), bool)
+    for n, k in enumerate(range(start[2], start[2] + size[2])):
+        points = plane + k * scaled[:, 2]
+        mask[:, :, n] = np.all((points >= lo - 1e-6) & (points <= hi + 1e-6), axis=-1)
+    return mask
+
+
 def _as_images(images) -> list[sitk.Image]:
     if isinstance(images, (sitk.Image, str, os.PathLike)):
         images = [images]
@@ -215,6 +231,12 @@ def segment_image(
 
     if box is not None:
         start, size = box
+        # The index box covers the physical box; for oblique images it is larger, so keep only the
+        # voxels whose centres are inside the box.
+        keep = _inside_box(full, start, size, roi)
+        labels = np.where(keep, labels, 0).astype(np.uint8)
+        probabilities[0] = np.where(keep, probabilities[0], 1.0)
+        probabilities[1:] *= keep
         sl = tuple(slice(s, s + n) for s, n in zip(start, size))
         full_labels = np.zeros(full.size, np.uint8)
         full_labels[sl] = labels
