@@ -1,0 +1,102 @@
+"""Training configuration (Qt-free) and its translation into ``lightunetr train`` arguments."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+RECIPES = ("cse-reference", "cse-paper", "supervised")
+ARCHITECTURES = ("lightunetr", "lightunetr_large")
+
+
+@dataclass
+class TrainingConfig:
+    """Options of one training run (defaults follow ``lightunetr train``, with fewer iterations)."""
+
+    name: str = "MyModel"  # bundle / model name (made unique in the models folder)
+    recipe: str = "cse-reference"  # cse-reference | cse-paper | supervised
+    architecture: str = "lightunetr"
+    iterations: int = 2000
+    patch_size: tuple = (96, 96, 96)
+    batch_labeled: int = 2
+    batch_unlabeled: int = 2
+    val_every: int = 200
+    optimizer: str = "sgd"
+    lr: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 1337
+    modality: str = "MR"  # "CT" → clip + scale, else z-score (lightunetr_core.data.dataset)
+    target_spacing: tuple | None = None  # None: the engine's default (median of the labelled cases)
+    init_bundle: str | None = None  # fine-tune from this bundle
+    extra_args: list = field(default_factory=list)
+    # after training
+    register_model: bool = True
+    segment_unlabeled: bool = True
+    rank_uncertainty: bool = False
+    inference_device: str = "auto"
+    plot: bool = True
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.recipe not in RECIPES:
+            out.append(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
+        if self.architecture not in ARCHITECTURES:
+            out.append(f"Unknown architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}.")
+        if int(self.iterations) < 1:
+            out.append("Iterations must be at least 1.")
+        ps = tuple(int(p) for p in self.patch_size)
+        if len(ps) != 3 or any(p < 16 or p % 16 for p in ps):
+            out.append(f"Patch size {list(ps)}: every axis must be a multiple of 16 (e.g. 96x96x96).")
+        if int(self.batch_labeled) < 1:
+            out.append("The labelled batch size must be at least 1.")
+        if self.recipe != "supervised" and int(self.batch_unlabeled) < 1:
+            out.append("CSE needs an unlabelled batch size of at least 1 (or choose the 'supervised' recipe).")
+        if int(self.val_every) < 0:
+            out.append("'Validate every' must be 0 (only at the end) or more.")
+        if not re.sub(r"[^A-Za-z0-9]", "", self.name or ""):
+            out.append("Give the model a name (letters or digits).")
+        return out
+
+    def train_args(self, manifest: str, run_dir: str, resume: bool = False) -> list[str]:
+        """Arguments after ``lightunetr train``."""
+        args = ["--data", manifest, "-o", run_dir, "--recipe", self.recipe, "--architecture", self.architecture,
+                "--iterations", str(int(self.iterations)),
+                "--patch-size", ",".join(str(int(p)) for p in self.patch_size),
+                "--batch-labeled", str(int(self.batch_labeled)), "--batch-unlabeled", str(int(self.batch_unlabeled)),
+                "--val-every", str(int(self.val_every)), "--optimizer", self.optimizer, "--seed", str(int(self.seed)),
+                "--device", self.device, "--name", self.name]
+        if self.lr is not None:
+            args += ["--lr", str(float(self.lr))]
+        if self.threads:
+            args += ["--threads", str(int(self.threads))]
+        if self.init_bundle:
+            args += ["--init-bundle", str(self.init_bundle)]
+        if resume:
+            args.append("--resume")
+        return args + [str(a) for a in self.extra_args]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainingConfig":
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown training option(s) {unknown}; known: {sorted(known)}.")
+        if "patch_size" in d:
+            p = d["patch_size"]
+            d["patch_size"] = tuple(p) if isinstance(p, (list, tuple)) else (int(p),) * 3
+        return cls(**d)
+
+
+def as_config(config) -> TrainingConfig:
+    if config is None:
+        return TrainingConfig()
+    if isinstance(config, TrainingConfig):
+        return config
+    return TrainingConfig.from_dict(config)

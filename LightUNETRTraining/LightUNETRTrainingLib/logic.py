@@ -1,0 +1,467 @@
+"""Training logic (Qt-free): case table → export → ``lightunetr train`` subprocess (events, live plot,
+stop with checkpoint, resume) → register the bundle in the segmentation module's model library →
+segment the unlabelled cases → optional ranking of those cases by mean uncertainty.
+
+Console API (inside Slicer: ``logic = slicer.util.getModuleLogic("LightUNETRTraining")``)::
+
+    table = logic.setup(labeledPairs=[(vol1, seg1), (vol2, seg2)], unlabeledVolumes=[vol3, vol4],
+                        config={"name": "Liver", "iterations": 500, "patch_size": (96, 96, 96)})
+    table.ok, table.report()                       # problems, per case
+    job = logic.start(table, config)               # returns at once; job.poll() from a timer
+    job = logic.run([(vol1, seg1)], [vol3], config, waitForCompletion=True)   # blocking
+    job.iteration, job.it_per_s, job.eta_s, job.loss, job.dice, job.status, job.message
+    job.stop(); job.resume()                       # checkpoint + continue
+    job.model, job.results, job.ranking            # after it finished
+
+Every callback (``on_progress(job, event)``, ``on_validation(job, event)``, ``on_event(job, event)``,
+``on_finished(job)``) and every scene change happens on the thread that calls ``job.poll()``.
+Closing the scene stops a running job cleanly (checkpoint written, process ended) before the nodes go.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import slicer
+
+from LightUNETRSegmentationLib import jobrunner
+from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
+
+from .cases import CaseTable
+from .config import TrainingConfig, as_config
+from .export import ExportError, export_cases
+from .plot import TrainingPlot
+
+logger = logging.getLogger("LightUNETR")
+
+PENDING, RUNNING, STOPPING, STOPPED = "pending", "running", "stopping", "stopped"
+SEGMENTING, COMPLETED, FAILED, CANCELLED = "segmenting", "completed", "failed", "cancelled"
+FINAL = (STOPPED, COMPLETED, FAILED, CANCELLED)
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def default_jobs_folder() -> str:
+    return os.environ.get("LIGHTUNETR_TRAINING_DIR") or os.path.join(os.path.expanduser("~"), ".lightunetr", "training")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+class TrainingJob:
+    """One training run and what follows it. ``status``: pending → running → (stopping → stopped →
+    running ...) → segmenting → completed, or failed / cancelled."""
+
+    def __init__(self, logic, table: CaseTable, config: TrainingConfig, jobFolder: str | None, callbacks: dict):
+        self.logic = logic
+        self.table = table
+        self.config = config
+        self.folder = jobFolder
+        self.callbacks = callbacks
+        self.status = PENDING
+        self.message = ""
+        self.manifest: str | None = None
+        self.runDir: str | None = None
+        self.runner: jobrunner.JobRunner | None = None
+        self.runners: list = []
+        self.plot: TrainingPlot | None = None
+        self.modelName = config.name
+        # live state
+        self.stage = ""
+        self.iteration = 0
+        self.total = int(config.iterations)
+        self.it_per_s: float | None = None
+        self.eta_s: float | None = None
+        self.loss: dict = {}
+        self.lr: float | None = None
+        self.dice: float | None = None
+        self.per_class_dice: dict = {}
+        self.best_dice: float | None = None
+        self.loss_history: list = []  # (iteration, {term: value})
+        self.dice_history: list = []  # (iteration, dice)
+        self.checkpoint: str | None = None
+        # results
+        self.bundlePath: str | None = None
+        self.model = None  # LightUNETRSegmentationLib.models.ModelInfo once registered
+        self.queue = None
+        self.results: list = []  # per unlabelled case: volume, segmentation, uncertainty, meanUncertainty, ok, message
+        self.ranking: list = []  # results with an uncertainty, most uncertain first
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.runDir) and os.path.isfile(os.path.join(self.runDir, CHECKPOINT_NAME))
+
+    @property
+    def progress(self) -> float:
+        if self.status == COMPLETED:
+            return 1.0
+        return min(1.0, self.iteration / self.total) if self.total else 0.0
+
+    @property
+    def events(self) -> list:
+        return [e for r in self.runners for e in r.events]
+
+    @property
+    def log(self) -> list:
+        return [line for r in self.runners for line in r.log_lines]
+
+    def __repr__(self):
+        return f"<TrainingJob {self.status} it {self.iteration}/{self.total} {self.message!r}>"
+
+    def _call(self, name, *args):
+        cb = self.callbacks.get(name)
+        if cb is not None:
+            try:
+                cb(self, *args)
+            except Exception:  # a GUI callback must not break the job
+                logger.exception("LightUNETR training: %s callback failed", name)
+
+    def _finish(self, status: str, message: str) -> None:
+        self.status = status
+        self.message = message
+        (logger.error if status == FAILED else logger.info)("LightUNETR training: %s", message)
+        if self in self.logic.activeJobs and self.done:
+            self.logic.activeJobs.remove(self)
+        self._call("on_finished")
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> "TrainingJob":
+        if not self.table.check(self.config):
+            self._finish(FAILED, "Training cannot start:\n" + self.table.report())
+            return self
+        self.modelName = self.logic.uniqueModelName(self.config.name)
+        if self.folder is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.folder = os.path.join(self.logic.jobsFolder, f"{_safe(self.modelName)}-{stamp}")
+        try:
+            export = export_cases(self.table, self.folder, self.config, name=self.modelName)
+        except (ExportError, OSError) as exc:
+            self._finish(FAILED, f"Could not export the training cases: {exc}")
+            return self
+        self.manifest = export.manifest
+        self.runDir = os.path.join(self.folder, "run")
+        if self.config.plot:
+            scene = self.table.rows[0].volume.GetScene() if self.table.rows else slicer.mrmlScene
+            self.plot = TrainingPlot(scene, self.modelName)
+        self.logic.activeJobs.append(self)
+        self._launch(resume=False)
+        return self
+
+    def _launch(self, resume: bool) -> None:
+        config = self.config
+        if self.modelName != config.name:
+            config = TrainingConfig.from_dict({**config.to_dict(), "name": self.modelName})
+        cmd = jobrunner.core_command("train", *config.train_args(self.manifest, self.runDir, resume=resume),
+                                     python=self.logic.python)
+        env = jobrunner.job_environment(self.logic.extraEnvironment, cpu_only=(config.device == "cpu"))
+        runner = jobrunner.JobRunner(cmd, env=env, on_event=self._on_event, on_finished=self._on_runner_finished,
+                                     grace_s=self.logic.stopGraceSeconds, name="train")
+        self._stop_requested = False
+        try:
+            runner.start()
+        except OSError as exc:
+            self._finish(FAILED, f"Could not start the training process ({exc}); check the Python executable {cmd[0]}.")
+            return
+        self.runner = runner
+        self.runners.append(runner)
+        self.status = RUNNING
+        self.message = "Resuming..." if resume else "Starting..."
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "stage":
+            self.stage = ev.get("stage") or ""
+            self.message = ev.get("message") or self.stage
+        elif kind == "started":
+            self.total = int(ev.get("total") or self.total)
+            self.iteration = int(ev.get("start_iteration") or 0)
+            self.stage = "train"
+            self.message = f"Training on {ev.get('device', '?')}"
+        elif kind == "progress" and ev.get("iteration") is not None:
+            self.iteration = int(ev["iteration"])
+            self.total = int(ev.get("total") or self.total)
+            self.it_per_s = ev.get("it_per_s", ev.get("rate"))
+            self.eta_s = ev.get("eta_s")
+            self.loss = dict(ev.get("loss") or {})
+            self.lr = ev.get("lr")
+            self.loss_history.append((self.iteration, dict(self.loss)))
+            if self.plot is not None:
+                self.plot.add_progress(self.iteration, self.loss)
+            self._call("on_progress", ev)
+        elif kind == "progress":  # preprocessing progress
+            self.stage = ev.get("stage") or self.stage
+            self.message = f"{self.stage}: {ev.get('case', '')} ({ev.get('done')}/{ev.get('total')})"
+        elif kind == "validation":
+            self.dice = ev.get("dice")
+            self.per_class_dice = dict(ev.get("per_class") or {})
+            self.best_dice = ev.get("best_dice", self.best_dice)
+            self.dice_history.append((ev.get("iteration"), self.dice))
+            if self.plot is not None:
+                self.plot.add_validation(ev.get("iteration"), self.dice)
+            self._call("on_validation", ev)
+        elif kind == "checkpoint" and ev.get("kind", "resume") == "resume":
+            self.checkpoint = ev.get("path")
+        elif kind == "cancelled":
+            self.checkpoint = ev.get("checkpoint") or self.checkpoint
+        elif kind == "output" and ev.get("kind") == "bundle":
+            self.bundlePath = ev.get("path")
+        self._call("on_event", ev)
+
+    def _on_runner_finished(self, runner: jobrunner.JobRunner) -> None:
+        if runner.status == jobrunner.CANCELLED:
+            if self.resumable:
+                self._finish(STOPPED, f"Stopped at iteration {self.iteration}/{self.total}; checkpoint saved. "
+                                      "Resume continues from there.")
+            else:
+                self._finish(CANCELLED, "Training stopped before the first checkpoint; starting again begins anew.")
+            return
+        if runner.status != jobrunner.COMPLETED:
+            self._finish(FAILED, f"Training failed: {runner.error_message or 'unknown error'}")
+            return
+        bundle = self.bundlePath or next(iter(runner.output_paths("bundle")), None)
+        if not bundle:
+            self._finish(FAILED, "Training finished without writing a model bundle; see the log.")
+            return
+        self.bundlePath = bundle
+        self._after_training()
+
+    # ------------------------------------------------------------------ after training
+    def _after_training(self) -> None:
+        seg_logic = self.logic.segmentationLogic
+        try:
+            if self.config.register_model:
+                self.model = seg_logic.addModelFromFile(self.bundlePath)
+            else:
+                self.model = seg_logic.resolveModel(self.bundlePath)
+        except Exception as exc:  # ModelError, OSError: the bundle stays in the run folder
+            self._finish(FAILED, f"Training finished but the model could not be registered: {exc} "
+                                 f"(bundle: {self.bundlePath})")
+            return
+        volumes = [r.volume for r in self.table.by_role("unlabeled") if r.volume.GetScene() is not None]
+        if not (self.config.segment_unlabeled or self.config.rank_uncertainty) or not volumes:
+            self._finish(COMPLETED, self._summary())
+            return
+        self.status = SEGMENTING
+        self.stage = "segment"
+        self.message = f"Segmenting {len(volumes)} unlabelled case(s) with {self.model.name}..."
+        self.queue = seg_logic.processQueue(volumes, self.model.path, device=self.config.inference_device,
+                                            uncertainty=bool(self.config.rank_uncertainty))
+        self._poll_queue()
+
+    def _poll_queue(self) -> None:
+        if self.queue.poll():
+            return
+        import numpy as np
+
+        self.results = []
+        for j in self.queue.jobs:
+            mean = None
+            if j.ok and j.uncertaintyNode is not None:
+                mean = float(np.mean(slicer.util.arrayFromVolume(j.uncertaintyNode)))
+            self.results.append({"volume": j.inputVolumeNodes[0], "segmentation": j.segmentationNode if j.ok else None,
+                                 "uncertainty": j.uncertaintyNode, "meanUncertainty": mean, "ok": j.ok,
+                                 "message": j.message})
+        self.ranking = rank_by_uncertainty(self.results)
+        failed = [r for r in self.results if not r["ok"]]
+        msg = self._summary()
+        if failed:
+            msg += f" {len(failed)} unlabelled case(s) were not segmented: " + "; ".join(r["message"] for r in failed)
+        self._finish(COMPLETED, msg)
+
+    def _summary(self) -> str:
+        parts = [f"Training finished ({self.iteration} iterations)."]
+        if self.best_dice is not None:
+            parts.append(f"Best validation Dice {self.best_dice:.3f}.")
+        if self.model is not None:
+            parts.append(f"Model '{self.model.name}' is in the segmentation module's model list.")
+        if self.results:
+            parts.append(f"{sum(r['ok'] for r in self.results)} unlabelled case(s) segmented.")
+        return " ".join(parts)
+
+    # ------------------------------------------------------------------ control
+    def poll(self) -> bool:
+        """Handle new output; True while something is still running."""
+        if self.status in (RUNNING, STOPPING) and self.runner is not None:
+            self.runner.poll()
+        elif self.status == SEGMENTING and self.queue is not None:
+            self._poll_queue()
+        return not self.done
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> str:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"training still {self.status} after {timeout} s")
+            time.sleep(interval)
+        return self.status
+
+    def stop(self, block: bool = False) -> None:
+        """Stop training at the next safe point: the engine writes its checkpoint and exits (the process
+        tree is terminated if it does not within the grace time). During the segmentation of the
+        unlabelled cases, stops that instead (the trained model stays registered)."""
+        if self.status in (RUNNING, STOPPING) and self.runner is not None:
+            self.status = STOPPING
+            self.message = "Stopping (writing a checkpoint)..."
+            self.runner.cancel(block=block)
+            if block:
+                self.wait(timeout=60)
+        elif self.status == SEGMENTING and self.queue is not None:
+            self.queue.cancel()
+            if block:
+                self.wait(timeout=60)
+        elif self.status == PENDING:
+            self._finish(CANCELLED, "Training cancelled before it started.")
+
+    def resume(self) -> "TrainingJob":
+        """Continue a stopped run from its checkpoint (a run stopped before its first checkpoint
+        starts anew in the same folder)."""
+        if self.status not in (STOPPED, CANCELLED) or not self.manifest:
+            raise RuntimeError(f"only a stopped training can be resumed (this one is {self.status}).")
+        if self not in self.logic.activeJobs:
+            self.logic.activeJobs.append(self)
+        self._launch(resume=self.resumable)
+        return self
+
+    def kill(self) -> None:
+        if self.runner is not None:
+            self.runner.kill()
+        if self.queue is not None:
+            self.queue.cancel()
+
+
+class TrainingLogic:
+    """Qt-free logic; the module's ``LightUNETRTrainingLogic`` is a thin subclass of this.
+
+    Args:
+        segmentationLogic: the segmentation module's logic (its model library and queue are used);
+            default: ``slicer.modules.lightunetrsegmentation.logic()`` in Slicer, else a new one.
+        jobsFolder: where job folders (exported data + run folder) are created.
+    """
+
+    def __init__(self, segmentationLogic=None, jobsFolder: str | None = None, python: str | None = None, scene=None):
+        self._segmentationLogic = segmentationLogic
+        self.jobsFolder = jobsFolder or default_jobs_folder()
+        self.python = python
+        self.extraEnvironment: dict = {}
+        self.stopGraceSeconds = 30.0  # time the engine gets to write its checkpoint before being terminated
+        self.activeJobs: list[TrainingJob] = []
+        self.lastJob: TrainingJob | None = None
+        self._scene = None
+        self._observations: list = []
+        self.observeScene(scene or slicer.mrmlScene)
+
+    @property
+    def segmentationLogic(self):
+        if self._segmentationLogic is None:
+            try:
+                self._segmentationLogic = slicer.util.getModuleLogic("LightUNETRSegmentation")
+            except Exception:  # slicer-core / module not loaded
+                self._segmentationLogic = None
+            if self._segmentationLogic is None:
+                from LightUNETRSegmentationLib.logic import SegmentationLogic
+
+                self._segmentationLogic = SegmentationLogic()
+        return self._segmentationLogic
+
+    @segmentationLogic.setter
+    def segmentationLogic(self, logic) -> None:
+        self._segmentationLogic = logic
+
+    # ------------------------------------------------------------------ scene
+    def observeScene(self, scene) -> None:
+        self.unobserveScene()
+        self._scene = scene
+        if scene is None:
+            return
+        self._observations = [
+            scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self.onSceneStartClose),
+            scene.AddObserver(slicer.vtkMRMLScene.EndCloseEvent, self.onSceneEndClose),
+        ]
+
+    def unobserveScene(self) -> None:
+        if self._scene is not None:
+            for tag in self._observations:
+                self._scene.RemoveObserver(tag)
+        self._observations = []
+
+    def onSceneStartClose(self, caller=None, event=None) -> None:
+        """The scene is closing: stop every running job now (checkpoint written, process gone) so no
+        process outlives its nodes and no result lands in the next scene."""
+        for job in list(self.activeJobs):
+            logger.info("LightUNETR training: scene closing, stopping %s", job)
+            job.stop(block=True)
+            job.plot = None
+
+    def onSceneEndClose(self, caller=None, event=None) -> None:
+        self.activeJobs = [j for j in self.activeJobs if not j.done]
+
+    # ------------------------------------------------------------------ setup
+    def caseTable(self, folderItemId: int | None = None, scene=None) -> CaseTable:
+        """The case table of the scene (or of one subject-hierarchy folder)."""
+        return CaseTable.from_scene(scene or self._scene or slicer.mrmlScene, folderItemId)
+
+    def setup(self, labeledPairs=(), unlabeledVolumes=(), config=None, validationPairs=(), classes=None) -> CaseTable:
+        """Console API: a checked case table from (volume, segmentation) pairs and unlabelled volumes."""
+        table = CaseTable.from_nodes(labeledPairs, unlabeledVolumes, validationPairs, classes)
+        table.check(as_config(config))
+        return table
+
+    def uniqueModelName(self, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3``... when the models folder already has that model."""
+        folder = self.segmentationLogic.library.folder
+        base = name.strip() or "model"
+        candidate, n = base, 2
+        while os.path.exists(os.path.join(folder, _safe(candidate) + BUNDLE_SUFFIX)):
+            candidate, n = f"{base}-{n}", n + 1
+        return candidate
+
+    # ------------------------------------------------------------------ run
+    def start(self, table: CaseTable, config=None, jobFolder: str | None = None, waitForCompletion: bool = False,
+              timeout: float | None = None, **callbacks) -> TrainingJob:
+        """Check, export and start training. Never raises for bad input: the returned job is ``failed``
+        with a message (and ``table.problems`` / ``row.problems`` say what to fix); no process starts."""
+        unknown = set(callbacks) - {"on_progress", "on_validation", "on_event", "on_finished"}
+        if unknown:
+            raise TypeError(f"unknown callback(s) {sorted(unknown)}")
+        job = TrainingJob(self, table, as_config(config), jobFolder, callbacks)
+        self.lastJob = job
+        job.start()
+        if waitForCompletion:
+            job.wait(timeout)
+        return job
+
+    def run(self, labeledPairs=(), unlabeledVolumes=(), config=None, validationPairs=(), waitForCompletion=True,
+            timeout=None, jobFolder=None, **callbacks) -> TrainingJob:
+        """Console API: setup + start (blocking unless ``waitForCompletion=False``)."""
+        table = CaseTable.from_nodes(labeledPairs, unlabeledVolumes, validationPairs)
+        return self.start(table, config, jobFolder, waitForCompletion, timeout, **callbacks)
+
+    def stopAll(self, block: bool = False) -> None:
+        for job in list(self.activeJobs):
+            job.stop(block=block)
+
+    def shutdown(self) -> None:
+        """Kill every process (module cleanup / application exit) and stop observing the scene."""
+        for job in list(self.activeJobs):
+            job.kill()
+        self.unobserveScene()
+
+
+def rank_by_uncertainty(results: list) -> list:
+    """Results (dicts with ``meanUncertainty``) most uncertain first; those without one are left out."""
+    return sorted((r for r in results if r.get("meanUncertainty") is not None), key=lambda r: r["meanUncertainty"],
+                  reverse=True)
+

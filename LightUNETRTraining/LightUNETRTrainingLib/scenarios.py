@@ -1,0 +1,227 @@
+"""Scenarios shared by the pytest suite (slicer-core) and the Slicer self-test (real Slicer).
+
+Only MRML, module logics, numpy and SimpleITK (both ship with Slicer): the same code runs in both.
+Sizes are tiny (volumes of 32-40 voxels per axis, patch 32³) so a real training run takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import slicer
+
+from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume
+
+CLASSES = ("Organ", "Tumor")
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def synthetic_case(shape_kji=(34, 36, 33), seed=0):
+    """(image float32, labels uint8 with 1=Organ, 2=Tumor) KJI arrays: a bright box with a brighter
+    blob inside, at a seeded position, plus noise — something a network can learn in a few steps."""
+    rng = np.random.default_rng(seed)
+    K, J, I = shape_kji
+    lab = np.zeros(shape_kji, np.uint8)
+    k0, j0, i0 = (int(rng.integers(3, max(4, n // 3))) for n in shape_kji)
+    lab[k0 : k0 + K // 2, j0 : j0 + J // 2, i0 : i0 + I // 2] = 1
+    lab[k0 + 2 : k0 + 2 + K // 6, j0 + 3 : j0 + 3 + J // 6, i0 + 2 : i0 + 2 + I // 5] = 2
+    img = rng.normal(0.0, 0.3, shape_kji).astype(np.float32)
+    img[lab == 1] += 2.0
+    img[lab == 2] += 4.0
+    return img, lab
+
+
+def add_segmentation(name, labels_kji, volumeNode, classes=CLASSES, values=None):
+    """Segmentation on the grid of ``volumeNode`` with one segment per class (``values[k]`` → class k;
+    default 1..N), made with ``updateSegmentBinaryLabelmapFromArray`` like an editor result."""
+    scene = volumeNode.GetScene()
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    values = values or list(range(1, len(classes) + 1))
+    for cls, value in zip(classes, values):
+        sid = seg.GetSegmentation().AddEmptySegment(cls, cls)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels_kji == value).astype(np.uint8), seg, sid, volumeNode)
+    return seg
+
+
+def place_in_folder(nodes, folderName, scene=None):
+    """Put nodes in a subject-hierarchy folder (created under the scene); returns the folder item."""
+    scene = scene or slicer.mrmlScene
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = sh.CreateFolderItem(sh.GetSceneItemID(), folderName)
+    for n in nodes:
+        item = sh.GetItemByDataNode(n) or sh.CreateItem(sh.GetSceneItemID(), n)
+        sh.SetItemParent(item, folder)
+    return folder
+
+
+def add_case(name, seed, geometry="anisotropic", labeled=True, shape_kji=(34, 36, 33), classes=CLASSES,
+             folder=None, link_reference=True):
+    """A volume (and its segmentation when ``labeled``). ``link_reference=False`` leaves the
+    segmentation's reference-geometry link empty, so only the subject-hierarchy folder pairs them."""
+    img, lab = synthetic_case(shape_kji, seed)
+    vol = add_volume(name, img, geometry)
+    seg = None
+    if labeled:
+        seg = add_segmentation(f"{name} segmentation", lab, vol, classes)
+        if not link_reference:
+            seg.RemoveNodeReferenceIDs(seg.GetReferenceImageGeometryReferenceRole())
+    if folder:
+        place_in_folder([vol] + ([seg] if seg else []), folder)
+    return vol, seg, lab
+
+
+def training_scene(n_labeled=2, n_unlabeled=2, n_validation=0, geometry="anisotropic", shape_kji=(34, 36, 33)):
+    """Cases for a training run: labelled (linked by reference geometry), unlabelled, validation.
+    Returns {"labeled": [(vol, seg, lab)], "unlabeled": [vol], "validation": [(vol, seg, lab)]}."""
+    out = {"labeled": [], "unlabeled": [], "validation": []}
+    for n in range(n_labeled):
+        out["labeled"].append(add_case(f"lab{n}", seed=10 + n, geometry=geometry, shape_kji=shape_kji))
+    for n in range(n_validation):
+        out["validation"].append(add_case(f"val{n}", seed=30 + n, geometry=geometry, shape_kji=shape_kji))
+    for n in range(n_unlabeled):
+        out["unlabeled"].append(add_case(f"unl{n}", seed=20 + n, geometry=geometry, labeled=False, shape_kji=shape_kji)[0])
+    return out
+
+
+# ---------------------------------------------------------------------- case table
+def case_table_scenario():
+    """Scene: two labelled cases (one linked by reference geometry, one only by a subject-hierarchy
+    folder), two unlabelled volumes, one label map (not a case). Checks the table. Returns it."""
+    from .cases import CaseTable
+
+    a, sa, _ = add_case("caseA", 1)
+    b, sb, _ = add_case("caseB", 2, geometry="oblique", folder="patient B", link_reference=False)
+    u1, _, _ = add_case("unlabeledC", 3, labeled=False)
+    u2, _, _ = add_case("unlabeledD", 4, labeled=False, folder="patient D")
+    add_volume("some labelmap", np.zeros((8, 8, 8), np.uint8), "axial", labelmap=True)
+    table = CaseTable.from_scene()
+    names = {r.name: r for r in table.rows}
+    _expect(set(names) == {"caseA", "caseB", "unlabeledC", "unlabeledD"}, f"rows {sorted(names)}")
+    _expect(names["caseA"].segmentation is sa and names["caseA"].role == "labeled", "caseA paired by reference")
+    _expect(names["caseB"].segmentation is sb and names["caseB"].role == "labeled", "caseB paired by folder")
+    _expect(names["unlabeledC"].role == "unlabeled" and names["unlabeledC"].segmentation is None, "unlabeledC")
+    _expect(names["unlabeledD"].role == "unlabeled", "unlabeledD")
+    _expect(table.classes == list(CLASSES), f"classes {table.classes}")
+    from .config import TrainingConfig
+
+    ok = table.check(TrainingConfig(batch_labeled=2, batch_unlabeled=2))
+    _expect(ok, "table should be valid:\n" + table.report())
+    # one folder only
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    folder = sh.GetItemParent(sh.GetItemByDataNode(b))
+    sub = CaseTable.from_scene(folderItemId=folder)
+    _expect([r.name for r in sub.rows] == ["caseB"] and sub.rows[0].segmentation is sb, "folder table")
+    return table
+
+
+def invalid_setups_scenario(logic, jobFolder):
+    """Invalid setups are reported per case and nothing starts. Returns {case: report}."""
+    from .cases import CaseTable
+    from .config import TrainingConfig
+
+    scene = slicer.mrmlScene
+    config = TrainingConfig(recipe="cse-reference", batch_labeled=1, batch_unlabeled=1, iterations=2,
+                            patch_size=(32, 32, 32))
+    a, sa, _ = add_case("goodA", 1)
+    b, sb, _ = add_case("renamedB", 2, classes=("Organ", "Lesion"))
+    c, sc, lab_c = add_case("regriddedC", 3)
+    u, _, _ = add_case("unl", 4, labeled=False)
+    # C's segmentation on another grid: a half-voxel shift of its reference geometry
+    other = add_volume("other grid", np.zeros((34, 36, 33), np.float32), "oblique")
+    sc2 = add_segmentation("regriddedC other-grid segmentation", lab_c, other)
+    other.SetHideFromEditors(True)  # not a case itself
+    reports = {}
+
+    def attempt(label, table, expect_row=None, expect_text=None):
+        n_nodes = scene.GetNumberOfNodes()
+        job = logic.start(table, config, jobFolder=os.path.join(jobFolder, label.replace(" ", "_")))
+        _expect(job.status == "failed" and job.runner is None, f"{label}: expected failure without a process, got {job}")
+        _expect(not os.path.exists(os.path.join(jobFolder, label.replace(" ", "_"), "data")), f"{label}: data written")
+        _expect(scene.GetNumberOfNodes() == n_nodes, f"{label}: the scene changed")
+        if expect_row is not None:
+            row = table.row(expect_row)
+            _expect(any(expect_text in p for p in row.problems), f"{label}: row {expect_row} problems {row.problems}")
+            others = [r for r in table.rows if r is not row and r.problems]
+            _expect(not others, f"{label}: other rows flagged: {others}")
+        else:
+            _expect(any(expect_text in p for p in table.problems), f"{label}: table problems {table.problems}")
+        reports[label] = table.report()
+
+    attempt("no labeled case", CaseTable.from_nodes([], [u]), None, "No labelled case")
+    attempt("mismatched classes", CaseTable.from_nodes([(a, sa), (b, sb)], [u]), "renamedB", "no segment named 'Tumor'")
+    attempt("other grid", CaseTable.from_nodes([(a, sa), (c, sc2)], [u]), "regriddedC", "another voxel grid")
+    attempt("no segmentation", CaseTable.from_nodes([(a, sa), (c, None)], [u]), "regriddedC", "needs a segmentation")
+    attempt("no unlabeled for CSE", CaseTable.from_nodes([(a, sa)], []), None, "No unlabelled case")
+    return reports
+
+
+# ---------------------------------------------------------------------- export
+def export_check_scenario(tmpdir):
+    """Export labelled (anisotropic and oblique) and unlabelled cases; read every file back with
+    SimpleITK and compare in physical space with the scene's volumes and segments. Returns the export."""
+    import SimpleITK as sitk
+
+    from .cases import CaseTable
+    from .config import TrainingConfig
+    from .export import export_cases
+
+    a, sa, lab_a = add_case("aniso", 5, geometry="anisotropic", shape_kji=(20, 22, 18))
+    b, sb, lab_b = add_case("obl", 6, geometry="oblique", shape_kji=(21, 19, 17))
+    # b's segments listed in the other order: class values must follow the table, not the segment order
+    seg = sb.GetSegmentation()
+    seg.SetSegmentIndex(seg.GetSegmentIdBySegmentName("Tumor"), 0)
+    u, _, _ = add_case("unl", 7, geometry="left-handed-oblique", labeled=False, shape_kji=(16, 18, 20))
+    table = CaseTable.from_nodes([(a, sa), (b, sb)], [u])
+    result = export_cases(table, tmpdir, TrainingConfig(batch_labeled=2, batch_unlabeled=1))
+    import json
+
+    with open(result.manifest, encoding="utf-8") as f:
+        manifest = json.load(f)
+    _expect(manifest["labels"] == {"0": "background", "1": "Organ", "2": "Tumor"}, f"labels {manifest['labels']}")
+    _expect([c["role"] for c in manifest["cases"]] == ["labeled", "labeled", "unlabeled"], "roles")
+    for vol, lab, cid in ((a, lab_a, "aniso"), (b, lab_b, "obl"), (u, None, "unl")):
+        files = result.files[cid]
+        ras, values = _voxel_table(vol)
+        img = sitk.ReadImage(files["image"])
+        got = _sitk_values_at_ras(img, ras)
+        _expect(np.array_equal(got, values), f"{cid}: image voxels differ")
+        if lab is not None:
+            lab_img = sitk.ReadImage(files["label"])
+            got = _sitk_values_at_ras(lab_img, ras)
+            _expect(np.array_equal(got, lab.ravel()), f"{cid}: {np.count_nonzero(got != lab.ravel())} label voxels differ")
+            _expect(lab_img.GetSize() == img.GetSize(), f"{cid}: label grid size")
+    return result
+
+
+def _voxel_table(volumeNode):
+    from LightUNETRSegmentationLib.scenarios import physical_voxel_table
+
+    return physical_voxel_table(volumeNode)
+
+
+def _sitk_values_at_ras(img, ras, tol=1e-3):
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(img)
+    D = np.array(img.GetDirection()).reshape(3, 3)
+    S = np.diag(img.GetSpacing())
+    O = np.array(img.GetOrigin())
+    lps = ras @ LPS_FROM_RAS.T
+    ijk = np.linalg.solve(D @ S, (lps - O).T).T
+    r = np.rint(ijk)
+    _expect(np.abs(ijk - r).max() < tol, f"points off the file's voxel grid by {np.abs(ijk - r).max():.4f} voxel")
+    r = r.astype(int)
+    _expect((r >= 0).all() and (r < np.array(arr.shape[::-1])).all(), "points outside the file's image")
+    return arr[r[:, 2], r[:, 1], r[:, 0]]
+
+
+def _expect(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+__all__ = ["GEOMETRIES", "synthetic_case", "add_segmentation", "add_case", "training_scene", "case_table_scenario",
+           "invalid_setups_scenario", "export_check_scenario"]
