@@ -391,8 +391,8 @@ class SegmentationLogic:
         if isinstance(model, ModelInfo):
             return model
         model = os.fspath(model)
-        if os.path.exists(model):
-            return read_model_info(model)
+        if os.path.exists(model) or os.sep in model or model.endswith(".lightunetr"):
+            return read_model_info(model)  # a path: "Model not found: ..." when it does not exist
         return self.library.find(model)
 
     # running

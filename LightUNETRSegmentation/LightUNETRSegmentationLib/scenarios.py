@@ -187,7 +187,7 @@ def bad_inputs_scenario(logic, bundle, two_channel_bundle):
         "device": dict(inputVolumeNode=vol, model=bundle, device="tpu"),
     }
     expected = {"no volume": "No input volume", "2-D volume": "2-D", "label map": "label map",
-                "channels": "2 input channel", "no model": "No model", "missing model": "not",
+                "channels": "2 input channel", "no model": "No model", "missing model": "Model not found",
                 "device": "Unknown device"}
     messages = {}
     for case, kwargs in cases.items():

@@ -121,3 +121,35 @@ def test_plot_nodes_update(scene):
     assert {plot.chart.GetNthPlotSeriesNode(i).GetYColumnName() for i in range(4)} == {"dice", "total", "ce", "smc"}
     scene.Clear(0)
     plot.add_progress(3, {"total": 1.0})  # nodes gone: ignored
+
+
+def test_real_training_stop_resume_register_segment(scene, tmp_path, logic):
+    """A real `lightunetr train` subprocess (CSE reference recipe, tiny sizes) driven by the logic."""
+    job = scenarios.training_run_scenario(logic, str(tmp_path / "job"), tiny_config(iterations=4, rank_uncertainty=True),
+                                          timeout=TIMEOUT)
+    assert os.path.isfile(os.path.join(job.runDir, "checkpoint.pt"))
+    with open(job.manifest, encoding="utf-8") as f:
+        roles = sorted(c["role"] for c in json.load(f)["cases"])
+    assert roles == ["labeled", "labeled", "unlabeled", "unlabeled", "validation"]
+    assert os.path.basename(job.model.path) == "Tiny.lightunetr"
+    assert all(r["uncertainty"] is not None for r in job.results)
+    assert job not in logic.activeJobs
+    # a second run with the same name gets a new model name
+    assert logic.uniqueModelName("Tiny") == "Tiny-2"
+
+
+def test_scene_close_stops_training(scene, tmp_path, logic):
+    cases = scenarios.training_scene(n_labeled=2, n_unlabeled=2)
+    job = logic.start(logic.caseTable(), tiny_config(iterations=50), jobFolder=str(tmp_path / "job"))
+    assert job.status == "running", job.message
+    pid = job.runner.process.pid
+    children = []
+    while job.poll() and not job.events:
+        children = jobrunner.descendant_pids(pid) or children
+    scene.Clear(0)  # StartCloseEvent: the logic stops the job before the nodes go
+    assert job.done and job.status in ("stopped", "cancelled"), job
+    assert job.runner.process.poll() is not None
+    assert job.runner.returncode in (3, -15, -9)
+    assert not [p for p in children if os.path.exists(f"/proc/{p}")]
+    assert not logic.activeJobs
+    assert cases  # (the nodes were removed by the close)
