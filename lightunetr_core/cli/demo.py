@@ -39,9 +39,10 @@ def register(subparsers) -> None:
         "same labelled cases, segment the held-out test cases with both and print/write a Dice table.",
     )
     d.add_argument("out_dir", help="output folder (data/, runs/, segmentations/, dice.json)")
-    d.add_argument("--iterations", type=int, default=None, help="training iterations per model (default 600; --quick: 12)")
+    d.add_argument("--iterations", type=int, default=None, help="training iterations per model (default 500; --quick: 8)")
     d.add_argument("--quick", action="store_true", help="tiny smoke-test schedule (about 2 minutes on 2 CPU cores)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:1 ... for training and inference")
     d.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     _add_job_options(d)
     d.set_defaults(func=run_demo)
@@ -78,9 +79,9 @@ def run_demo_data(args) -> int:
 # Schedules. The default fits ≲15 min on 2 CPU cores (both trainings plus inference), --quick ≲2 min.
 DEMO_SCHEDULES = {
     "default": {"cases": 16, "labeled": 4, "validation": 2, "test": 4, "shape": (64, 64, 40),
-                "patch": (64, 64, 32), "iterations": 600, "val_every": 150},
+                "patch": (32, 32, 32), "iterations": 500, "val_every": 100},
     "quick": {"cases": 7, "labeled": 2, "validation": 1, "test": 2, "shape": (48, 48, 24),
-              "patch": (32, 32, 32), "iterations": 12, "val_every": 6},
+              "patch": (32, 32, 32), "iterations": 8, "val_every": 4},
 }
 RUNS = (("cse", "cse-reference"), ("supervised", "supervised"))
 
@@ -96,7 +97,7 @@ def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, see
         "--batch-labeled", "2", "--batch-unlabeled", "2",
         "--warmup", str(max(1, min(500, iterations // 10))),
         "--val-every", str(min(schedule["val_every"], iterations)),
-        "--seed", str(seed), "--device", "cpu", "--name", run_dir.name,
+        "--seed", str(seed), "--device", getattr(args, "device", "cpu"), "--name", run_dir.name,
         "--cache-dir", str(run_dir.parent / "cache"), "--events", args.events,
     ]
     if args.cancel_file:
@@ -175,7 +176,8 @@ def run_demo(args) -> int:
                 return EXIT_ERROR
 
         events.stage("segment", "segmenting the held-out test cases with both models")
-        table = evaluate_bundles(manifest, bundles, out / "segmentations", events=events, cancel=cancel)
+        table = evaluate_bundles(manifest, bundles, out / "segmentations", events=events, cancel=cancel,
+                                 device=None if args.device == "cpu" else args.device)
         table["iterations"] = iterations
         table["timings"] = timings
         table["bundles"] = {k: str(v) for k, v in bundles.items()}
@@ -200,7 +202,7 @@ def run_demo(args) -> int:
         return EXIT_ERROR
 
 
-def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None) -> dict:
+def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None, device=None) -> dict:
     """Segment the manifest's ``test`` cases with each bundle, write the label maps under ``seg_dir/<method>/``
     and return the Dice table ``{"labels", "methods", "cases": [{"id", "dice": {method: {class: dice}}}], "mean"}``."""
     from pathlib import Path
@@ -225,7 +227,7 @@ def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None)
         spacing = reference_image.GetSpacing()[::-1]
         row = {"id": case.id, "dice": {}, "hd95_mm": {}}
         for method, bundle in loaded.items():
-            result = segment_image(bundle, [str(p) for p in case.images], cancel=cancel)
+            result = segment_image(bundle, [str(p) for p in case.images], cancel=cancel, device=device)
             Path(seg_dir, method).mkdir(parents=True, exist_ok=True)
             write_image(result.labels, Path(seg_dir, method, f"{case.id}.nii.gz"), overwrite=True)
             prediction = sitk.GetArrayFromImage(result.labels)

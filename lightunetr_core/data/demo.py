@@ -223,7 +223,7 @@ def generate_case(
 
     # Intensities (before bias and noise). Mean levels: air 0, tissue ~0.35, organ ≈ distractor ≈ 1.0.
     tissue = 0.35 + 0.06 * _smooth_noise(rng, shape, 8.0, spacing)
-    organ_texture = 1.0 + 0.14 * _smooth_noise(rng, shape, 1.2, spacing)  # fine mottling
+    organ_texture = 1.0 + 0.2 * _smooth_noise(rng, shape, 1.2, spacing)  # fine mottling
     second_texture = 0.95 + 0.16 * _smooth_noise(rng, shape, 3.5, spacing)  # coarse blotches
     distractor_texture = 1.02 + 0.03 * _smooth_noise(rng, shape, 6.0, spacing)  # smooth
     image = body * tissue
