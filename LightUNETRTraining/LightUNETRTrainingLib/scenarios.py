@@ -73,7 +73,7 @@ def add_case(name, seed, geometry="anisotropic", labeled=True, shape_kji=(34, 36
     return vol, seg, lab
 
 
-def training_scene(n_labeled=2, n_unlabeled=2, n_validation=0, geometry="anisotropic", shape_kji=(34, 36, 33)):
+def training_scene(n_labeled=2, n_unlabeled=2, n_validation=0, geometry="anisotropic", shape_kji=(32, 32, 32)):
     """Cases for a training run: labelled (linked by reference geometry), unlabelled, validation.
     Returns {"labeled": [(vol, seg, lab)], "unlabeled": [vol], "validation": [(vol, seg, lab)]}."""
     out = {"labeled": [], "unlabeled": [], "validation": []}
@@ -196,6 +196,63 @@ def export_check_scenario(tmpdir):
     return result
 
 
+# ---------------------------------------------------------------------- training
+def training_run_scenario(logic, jobFolder, config, timeout=600):
+    """A real short training run from the case table of the scene: stop after the first iteration
+    (checkpoint), resume to the end, the bundle is registered in the segmentation module's library and
+    the unlabelled cases are segmented (and ranked by uncertainty when ``config.rank_uncertainty``).
+    Returns the job."""
+    import time
+
+    cases = training_scene(n_labeled=2, n_unlabeled=2, n_validation=1)
+    table = logic.caseTable()
+    table.set_role("val0", "validation")
+    seen = {"progress": 0, "validation": 0}
+    job = logic.start(table, config, jobFolder=jobFolder,
+                      on_progress=lambda j, ev: seen.__setitem__("progress", seen["progress"] + 1),
+                      on_validation=lambda j, ev: seen.__setitem__("validation", seen["validation"] + 1))
+    _expect(job.status == "running", f"training did not start: {job.message}")
+    end = time.monotonic() + timeout
+    while job.poll() and job.iteration < 1:
+        _expect(time.monotonic() < end, "no training progress in time")
+        time.sleep(0.05)
+    _expect(job.status == "running", f"finished before the stop test could run: {job}\n" + "\n".join(job.log[-20:]))
+    first = job.iteration
+    _expect(job.it_per_s and job.eta_s is not None and "total" in job.loss, f"progress fields: {job.loss}")
+    job.stop()
+    job.wait(timeout)
+    _expect(job.status == "stopped" and job.resumable, f"stop: {job} " + "\n".join(job.log[-20:]))
+    stopped_at = job.iteration
+    _expect(first <= stopped_at < job.total, f"stopped at {stopped_at} of {job.total}")
+    job.resume()
+    job.wait(timeout)
+    _expect(job.ok, f"resume: {job}\n" + "\n".join(job.log[-20:]))
+    started = [e for e in job.events if e.get("event") == "started"]
+    _expect(len(started) == 2 and started[1].get("start_iteration") == stopped_at,
+            f"the second run must continue from iteration {stopped_at}: {[e.get('start_iteration') for e in started]}")
+    _expect(job.iteration == job.total, "did not reach the last iteration")
+    _expect(seen["progress"] >= 2 and seen["validation"] >= 1 and job.dice is not None, f"callbacks {seen}")
+    if job.plot is not None:
+        iters = job.plot.column(job.plot.lossTable, "iteration")
+        _expect(len(iters) >= 2 and iters[-1] == job.total, f"plot rows {iters}")
+        _expect(len(job.plot.column(job.plot.diceTable, "dice")) >= 1, "no validation point in the plot")
+    # registered with its card
+    models, _ = logic.segmentationLogic.models()
+    _expect(job.model is not None and job.model.path in [m.path for m in models], "model not in the library")
+    _expect(job.model.label_names == list(CLASSES), f"card labels {job.model.label_names}")
+    # unlabelled cases segmented
+    _expect(len(job.results) == 2 and all(r["ok"] for r in job.results), f"results {job.results}")
+    for r, vol in zip(job.results, cases["unlabeled"]):
+        _expect(r["volume"] is vol, "results in case order")
+        seg = r["segmentation"].GetSegmentation()
+        _expect([seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == list(CLASSES),
+                "segment names of the result")
+    if config.rank_uncertainty:
+        _expect(len(job.ranking) == 2, "ranking")
+        _expect(job.ranking[0]["meanUncertainty"] >= job.ranking[1]["meanUncertainty"], "ranking order")
+    return job
+
+
 def _voxel_table(volumeNode):
     from LightUNETRSegmentationLib.scenarios import physical_voxel_table
 
@@ -224,4 +281,4 @@ def _expect(cond, message):
 
 
 __all__ = ["GEOMETRIES", "synthetic_case", "add_segmentation", "add_case", "training_scene", "case_table_scenario",
-           "invalid_setups_scenario", "export_check_scenario"]
+           "invalid_setups_scenario", "export_check_scenario", "training_run_scenario"]
