@@ -188,20 +188,23 @@ def _manifest_without_labeled(demo_data: Path, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["no_labeled", "bad_patch", "batch_too_big"])
+@pytest.mark.parametrize("case", ["no_labeled", "bad_patch", "batch_too_big", "batch_one_tiny_patch"])
 def test_bad_input_message_and_nothing_written(case, demo_data, tmp_path):
-    run = tmp_path / "run"
+    run = tmp_path / "new" / "run"  # neither folder may be left behind
     data = str(demo_data)
     extra = ["--patch-size", "32"]
-    expected = {"no_labeled": "no labelled case", "bad_patch": "multiple of 16", "batch_too_big": "labelled case(s) but the batch needs 5"}[case]
+    expected = {"no_labeled": "no labelled case", "bad_patch": "multiple of 16",
+                "batch_too_big": "labelled case(s) but the batch needs 5", "batch_one_tiny_patch": "batch of 1"}[case]
     if case == "no_labeled":
         data = str(_manifest_without_labeled(demo_data, tmp_path))
     elif case == "bad_patch":
         extra = ["--patch-size", "40,32,32"]
-    else:
+    elif case == "batch_too_big":
         extra += ["--batch-labeled", "5"]
+    else:
+        extra += ["--batch-unlabeled", "1"]
     proc = _cli("--data", data, "-o", str(run), "--iterations", "2", "--events", "json", *extra)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [e for e in _events(proc.stdout) if e["event"] == "error"]
     assert errors and errors[0]["kind"] == "bad_input" and expected in errors[0]["message"], errors
-    assert not run.exists()
+    assert not run.exists() and not run.parent.exists()

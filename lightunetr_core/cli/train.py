@@ -92,6 +92,16 @@ def _check_args(args) -> None:
         problems.append("--val-every must be ≥ 0")
     if args.lr is not None and not args.lr > 0:
         problems.append("--lr must be positive")
+    if not problems:
+        import math
+
+        # BatchNorm inside the bottleneck LIDR sees batch × Π ceil(axis/32) values; one value cannot train.
+        tokens = math.prod(math.ceil(s / 32) for s in args.patch_size)
+        passes = [args.batch_labeled] if args.recipe == "supervised" else [args.batch_unlabeled, args.batch_labeled + args.batch_unlabeled]
+        if tokens == 1 and min(passes) == 1:
+            problems.append(f"--patch-size {tuple(args.patch_size)} with a batch of 1: the network's bottleneck "
+                            "BatchNorm would see a single value; use batches of at least 2 or a patch of at least 64 "
+                            "voxels along one axis")
     if problems:
         raise _BadInput("; ".join(problems))
 
@@ -131,15 +141,20 @@ def run(args) -> int:
     cancel = CancelToken(args.cancel_file)
     cancel.install_signal_handlers()
     run_dir = Path(args.run_dir)
-    existed = run_dir.exists()
+    # The top-most folder this run would create: removed again if the input is rejected.
+    created_root = None
+    for folder in [run_dir, *run_dir.absolute().parents]:
+        if folder.exists():
+            break
+        created_root = folder
     info = ddp.DistInfo()
     t_start = time.monotonic()
 
     def bad(message: str) -> int:
         if info.is_main:
             events.error(message, kind="bad_input")
-        if not existed and run_dir.exists() and info.is_main:
-            shutil.rmtree(run_dir, ignore_errors=True)  # never leave a half-made run folder
+        if created_root is not None and created_root.exists() and info.is_main:
+            shutil.rmtree(created_root, ignore_errors=True)  # never leave a half-made run folder
         return EXIT_BAD_INPUT
 
     try:

@@ -384,7 +384,7 @@ class TrainingCancelled(JobCancelled):
 def _progress_fields(iteration: int, total: int, rate: float, loss: dict, lr: float) -> dict:
     return {"done": iteration, "total": total, "fraction": iteration / total if total else None,
             "rate": rate, "eta_s": (total - iteration) / rate if rate > 0 else None,
-            "iteration": iteration, "loss": loss, "lr": lr, "it_per_s": rate}
+            "iteration": iteration, "loss": loss, "lr": lr, "it_per_s": rate, "stage": "train"}
 
 
 class _null:
