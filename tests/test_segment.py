@@ -63,7 +63,10 @@ def _train_blob_model(steps: int = 30) -> torch.nn.Module:
         batch = [sample() for _ in range(2)]
         x = torch.from_numpy(np.stack([b[0] for b in batch]))[:, None]
         y = torch.from_numpy(np.stack([b[1] for b in batch]))
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        logits = model(x)
+        p = logits.softmax(1)[:, 1]
+        soft_dice = 1 - 2 * (p * y).sum() / (p.sum() + y.sum() + 1)
+        loss = torch.nn.functional.cross_entropy(logits, y) + soft_dice
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -117,10 +120,11 @@ def inside(points: np.ndarray) -> np.ndarray:
 
 
 def blob_volume(size, spacing, direction, seed=0) -> sitk.Image:
-    """The same physical scene (a bright ellipsoid) sampled on the given grid, centred on CENTRE."""
+    """The same physical scene (a bright ellipsoid around CENTRE) sampled on the given grid."""
     direction = np.asarray(direction, float)
     centre_index = (np.asarray(size) - 1) / 2
-    origin = CENTRE + np.array([-3.0, 2.0, 1.0]) - direction @ (centre_index * np.asarray(spacing))
+    # The object is far from the centre of the field of view, so a flipped or shifted result cannot match.
+    origin = CENTRE + np.array([-9.0, 8.0, -6.0]) - direction @ (centre_index * np.asarray(spacing))
     image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection(tuple(direction.ravel()))
@@ -184,7 +188,7 @@ def test_other_grids_of_the_same_scene_segment_the_same_object(bundle, name):
     size, spacing, direction = {
         "axial_iso": ((40, 36, 32), (1.5, 1.5, 1.5), np.diag([-1.0, -1.0, 1.0])),
         "sagittal_left_handed": ((28, 44, 40), (3.0, 1.3, 1.4), np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0.0]]) @ np.diag([1.0, -1.0, 1.0])),
-        "oblique_anisotropic": ((36, 52, 16), (1.7, 1.2, 3.4), rotation("y", 30) @ rotation("z", -25) @ np.diag([1.0, 1.0, -1.0])),
+        "oblique_anisotropic": ((44, 60, 20), (1.7, 1.2, 3.4), rotation("y", 30) @ rotation("z", -25) @ np.diag([1.0, 1.0, -1.0])),
     }[name]
     image = blob_volume(size, spacing, direction, seed=3)
     result = segment_image(bundle, image, overlap=0.25, blend="constant")
@@ -205,7 +209,8 @@ def test_probabilities_uncertainty_and_tta(bundle, base_image, base_result):
     np.testing.assert_allclose(unc, -(p * np.log(p)).sum(-1) / np.log(2), atol=1e-4)  # normalised entropy
     assert_same_grid(base_result.probabilities, base_image)
     tta = segment_image(bundle, base_image, tta_flips=True)
-    assert dice(image_to_array(tta.labels) == 1, labels == 1) > 0.9
+    assert dice(image_to_array(tta.labels) == 1, labels == 1) > 0.8
+    assert dice(image_to_array(tta.labels) == 1, inside(physical_points(base_image))) > 0.7
 
 
 def test_roi_limits_the_segmentation(bundle, base_image, base_result):
