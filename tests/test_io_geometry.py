@@ -261,6 +261,9 @@ def test_to_original_grid_is_exact_without_resampling_and_close_with():
     assert back.shape == truth.shape
     dice = 2 * np.sum((back == 1) & (truth == 1)) / (back.sum() + truth.sum())
     assert dice > 0.9
+    rng = np.random.default_rng(1)
+    probs = rng.random((3,) + coarse.model.size).astype(np.float32)
+    np.testing.assert_array_equal(coarse.argmax_on_original_grid(probs), coarse.to_original_grid(probs).argmax(0))
     image = coarse.labels_to_image(back)
     assert Geometry.of(image) == Geometry.of(img)
 

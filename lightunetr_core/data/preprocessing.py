@@ -207,6 +207,27 @@ class PreprocessedCase:
                 array = image_to_array(back)
         return self.reorientation.invert(array, channel_first=channel_first)
 
+    def argmax_on_original_grid(self, probabilities: np.ndarray) -> np.ndarray:
+        """Model-space ``(K, X, Y, Z)`` probabilities → uint8 argmax labels on the input's grid.
+
+        Same result as ``to_original_grid(probabilities).argmax(0)`` but resamples one class at a time,
+        so memory stays at about two input-sized arrays whatever the number of classes.
+        """
+        probabilities = np.asarray(probabilities)
+        if not self.resampled:
+            return self.reorientation.invert(probabilities.argmax(0).astype(np.uint8))
+        best = best_index = None
+        for k in range(probabilities.shape[0]):
+            channel = array_to_image(probabilities[k].astype(np.float32, copy=False), self.model)
+            values = image_to_array(resample_onto(channel, self.reoriented, sitk.sitkLinear))
+            if best is None:
+                best, best_index = values, np.zeros(values.shape, np.uint8)
+            else:
+                better = values > best
+                best = np.where(better, values, best)
+                best_index[better] = k
+        return self.reorientation.invert(best_index)
+
     def labels_to_image(self, labels_xyz: np.ndarray) -> sitk.Image:
         """Label array on the original grid (``[x, y, z]``) → uint8 SimpleITK image with the input's geometry."""
         return array_to_image(np.asarray(labels_xyz, dtype=np.uint8), self.original)

@@ -223,9 +223,14 @@ def segment_image(
                 target = output_device = torch.device("cpu")
     timings["inference_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    probabilities = case.to_original_grid(probs.cpu().numpy())
+    need_probabilities = return_probabilities or return_uncertainty or box is not None
+    if need_probabilities:
+        probabilities = case.to_original_grid(probs.cpu().numpy())
+        labels = np.argmax(probabilities, axis=0).astype(np.uint8)
+    else:  # class by class: less memory for big volumes
+        probabilities = None
+        labels = case.argmax_on_original_grid(probs.cpu().numpy())
     del probs
-    labels = np.argmax(probabilities, axis=0).astype(np.uint8)
     if largest_component:
         labels = keep_largest_components(labels, classes=range(1, card.num_classes))
 
