@@ -152,6 +152,7 @@ ICONS = {
     "SegmentEditorLightUNETR/SegmentEditorLightUNETRLib/SegmentEditorEffect.png": "effect",
     "SegmentEditorLightUNETR/Resources/Icons/SegmentEditorLightUNETR.png": "effect",
     "LightUNETR.png": "extension",
+    "LightUNETRTraining/Resources/Icons/LightUNETRTraining.png": "training",
 }
 
 

@@ -153,3 +153,17 @@ def test_scene_close_stops_training(scene, tmp_path, logic):
     assert not [p for p in children if os.path.exists(f"/proc/{p}")]
     assert not logic.activeJobs
     assert cases  # (the nodes were removed by the close)
+
+
+def test_ui_has_the_widgets_the_module_uses():
+    import ast
+    import re
+    import xml.etree.ElementTree as ET
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "LightUNETRTraining")
+    names = {w.get("name") for w in ET.parse(os.path.join(root, "Resources", "UI", "LightUNETRTraining.ui")).iter("widget")}
+    with open(os.path.join(root, "LightUNETRTraining.py"), encoding="utf-8") as f:
+        source = f.read()
+    ast.parse(source)  # the module file (needs qt, so not imported here) is valid Python
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and not (used - names), f"widgets used but missing in the .ui: {sorted(used - names)}"
