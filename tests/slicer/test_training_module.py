@@ -6,6 +6,7 @@ uncertainty), plus stopping on scene close."""
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -143,14 +144,18 @@ def test_scene_close_stops_training(scene, tmp_path, logic):
     job = logic.start(logic.caseTable(), tiny_config(iterations=50), jobFolder=str(tmp_path / "job"))
     assert job.status == "running", job.message
     pid = job.runner.process.pid
+    pgid = os.getpgid(pid)
     children = []
     while job.poll() and not job.events:
         children = jobrunner.descendant_pids(pid) or children
+        time.sleep(0.05)
     scene.Clear(0)  # StartCloseEvent: the logic stops the job before the nodes go
     assert job.done and job.status in ("stopped", "cancelled"), job
     assert job.runner.process.poll() is not None
     assert job.runner.returncode in (3, -15, -9)
     assert not [p for p in children if os.path.exists(f"/proc/{p}")]
+    with pytest.raises(ProcessLookupError):  # nothing of the job's process group is left
+        os.killpg(pgid, 0)
     assert not logic.activeJobs
     assert cases  # (the nodes were removed by the close)
 
