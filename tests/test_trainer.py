@@ -164,16 +164,31 @@ def test_cancel_file_writes_checkpoint_and_exits_3(demo_data, tmp_path):
 # ------------------------------------------------------------------ torchrun / DDP
 def test_torchrun_two_processes_gloo(demo_data, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "lightunetr_core.cli.train", "--data", str(demo_data), "-o", str(run), "--patch-size", "32",
-         "--iterations", "2", "--val-every", "0", "--events", "json", "--device", "cpu", "--threads", "1"],
-        env=ENV, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ev = _events(proc.stdout)
+
+    def launch(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             "-m", "lightunetr_core.cli.train", "--data", str(demo_data), "-o", str(run), "--patch-size", "32",
+             "--iterations", "2", "--val-every", "0", "--events", "json", "--device", "cpu", "--threads", "1", *extra],
+            env=ENV, capture_output=True, text=True, timeout=400)
+
+    first = launch("--stop-after", "1")
+    assert first.returncode == 0, first.stderr[-4000:]
+    ev = _events(first.stdout)
     assert sum(e["event"] == "started" for e in ev) == 1  # only rank 0 talks
+    assert [e for e in ev if e["event"] == "started"][0]["world_size"] == 2
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == 1 and len(state["ranks"]) == 2
+    g0, g1 = (r["rng"]["generators"]["recipe"] for r in state["ranks"])
+    assert not torch.equal(g0, g1)  # every rank has its own random stream, saved separately
+
+    second = launch("--resume")
+    assert second.returncode == 0, second.stderr[-4000:]
+    ev = _events(second.stdout)
+    assert [e for e in ev if e["event"] == "started"][0]["start_iteration"] == 1
     finished = [e for e in ev if e["event"] == "finished"]
     assert finished and finished[0]["world_size"] == 2 and finished[0]["ranks_in_sync"] is True
+    assert finished[0]["iteration"] == 2
     assert list(run.glob("*.lightunetr"))
 
 

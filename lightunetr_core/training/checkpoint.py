@@ -97,7 +97,7 @@ def load_sampler_state(sampler, state: dict) -> None:
 
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer, scheduler, thresholds,
                     rng: dict, iteration: int, config: dict | None = None, best: dict | None = None,
-                    sampler: dict | None = None) -> Path:
+                    sampler: dict | None = None, ranks: list | None = None) -> Path:
     module = model.module if hasattr(model, "module") else model
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -111,6 +111,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "best": dict(best or {}),
         "sampler": dict(sampler or {}),
     }
+    if ranks is not None:
+        # DDP: every rank's own RNG / sampler / threshold state, so each rank resumes its own stream.
+        payload["ranks"] = list(ranks)
     return atomic_torch_save(payload, path)
 
 

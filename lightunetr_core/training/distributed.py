@@ -82,6 +82,15 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device | str = "cpu") -> 
     return bool(t.item() > 0)
 
 
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj, info: DistInfo):
     if not info.enabled:
         return obj

@@ -97,8 +97,8 @@ class TrainConfig:
         return d
 
 
-def _resume_signature(config: TrainConfig) -> dict:
-    return {"architecture": config.architecture, "patch_size": list(config.patch_size),
+def _resume_signature(config: TrainConfig, world_size: int = 1) -> dict:
+    return {"architecture": config.architecture, "patch_size": list(config.patch_size), "world_size": world_size,
             "batch_labeled": config.batch_labeled, "batch_unlabeled": config.batch_unlabeled,
             "recipe": config.recipe.recipe, "lean": config.recipe.lean, "optimizer": config.optimizer,
             "iterations": config.iterations}
@@ -159,7 +159,7 @@ class Trainer:
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
         saved = state.get("config", {}).get("signature", {})
-        mine = _resume_signature(self.config)
+        mine = _resume_signature(self.config, self.dist.world_size)
         diff = {k: (saved.get(k), v) for k, v in mine.items() if k in saved and saved[k] != v}
         if diff:
             raise BadTrainingInput(
@@ -170,10 +170,13 @@ class Trainer:
         self.model_plain.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.thresholds is not None and state.get("thresholds") is not None:
-            self.thresholds.load_state_dict(state["thresholds"])
-        restore_rng(state["rng"], self.generators)
-        load_sampler_state(self.sampler, state.get("sampler") or {})
+        own = state
+        if self.dist.enabled and state.get("ranks"):
+            own = state["ranks"][self.dist.rank]
+        if self.thresholds is not None and own.get("thresholds") is not None:
+            self.thresholds.load_state_dict(own["thresholds"])
+        restore_rng(own["rng"], self.generators)
+        load_sampler_state(self.sampler, own.get("sampler") or {})
         self.iteration = int(state["iteration"])
         best = state.get("best") or {}
         self.best = {"dice": best.get("dice"), "iteration": best.get("iteration")}
@@ -197,15 +200,23 @@ class Trainer:
         load_sampler_state(self.sampler, snap["sampler"])
 
     def save(self, rng: dict | None = None, sampler: dict | None = None) -> Path | None:
+        """Write checkpoint.pt (rank 0). Under DDP every rank must call it (the per-rank states are gathered)."""
+        ranks = None
+        if self.dist.enabled:
+            ranks = ddp.gather_objects({
+                "rng": capture_rng(self.generators), "sampler": sampler_state(self.sampler),
+                "thresholds": self.thresholds.state_dict() if self.thresholds is not None else None,
+            }, self.dist)
         if not self.dist.is_main:
             return None
         path = save_checkpoint(
             self.checkpoint_path, model=self.model_plain, optimizer=self.optimizer, scheduler=self.scheduler,
             thresholds=self.thresholds, rng=rng if rng is not None else capture_rng(self.generators),
             iteration=self.iteration,
-            config={"signature": _resume_signature(self.config), "seed": self.config.seed},
+            config={"signature": _resume_signature(self.config, self.dist.world_size), "seed": self.config.seed},
             best={k: v for k, v in self.best.items() if v is not None},
             sampler=sampler if sampler is not None else sampler_state(self.sampler),
+            ranks=ranks,
         )
         self.emit("checkpoint", path=str(path), iteration=self.iteration, kind="resume")
         return path
@@ -359,7 +370,7 @@ class Trainer:
                 self._cancelled()
             if result is not None:
                 self._after_validation(result)
-            self.save()
+        self.save()
         ddp.barrier(self.dist)
 
     def _cancelled(self):
