@@ -242,10 +242,11 @@ def _is_cli_process() -> bool:
     from pathlib import Path
 
     argv0 = Path(sys.argv[0] if sys.argv and sys.argv[0] else "")
-    if argv0.stem == "lightunetr":
+    if argv0.name == "train.py" and argv0.parent.name == "cli" and argv0.parent.parent.name == "lightunetr_core":
         return True
-    return (argv0.name == "__main__.py" and argv0.parent.name == "lightunetr_core") or (
-        argv0.name == "train.py" and argv0.parent.name == "cli" and argv0.parent.parent.name == "lightunetr_core")
+    top = argv0.stem == "lightunetr" or (argv0.name == "__main__.py" and argv0.parent.name == "lightunetr_core")
+    # Only for the train command itself (not, e.g., ``lightunetr demo`` calling run() in-process).
+    return top and len(sys.argv) > 1 and sys.argv[1] == "train"
 
 
 def _fast_exit_if_cli(code: int) -> None:
