@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,63 @@ def test_normalizations():
         IntensityNormalization("bogus")
     with pytest.raises(ValueError, match="target_spacing"):
         PreprocessingPlan(target_spacing=(1.0, 0.0, 1.0))
+
+
+_SLICER_LOAD_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from slicer_bootstrap import bootstrap
+env = bootstrap()
+import slicer, vtk
+node = slicer.modules.segmentations.logic().LoadSegmentationFromFile(sys.argv[1], False)
+seg = node.GetSegmentation()
+out = []
+for i in range(seg.GetNumberOfSegments()):
+    s = seg.GetNthSegment(i)
+    m = vtk.vtkMatrix4x4()
+    s.GetRepresentation("Binary labelmap").GetImageToWorldMatrix(m)
+    arr = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, seg.GetNthSegmentID(i))
+    out.append({"name": s.GetName(), "color": list(s.GetColor()), "value": s.GetLabelValue(),
+                "terminology": s.GetTerminology(), "voxels": int((arr == s.GetLabelValue()).sum()),
+                "ijk_to_ras": [[m.GetElement(r, c) for c in range(4)] for r in range(3)]})
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.mark.slicer
+def test_seg_nrrd_loads_in_slicer_core_with_names_colours_and_geometry(tmp_path):
+    """Real slicer-core (Slicer's C++ segmentation reader) in a clean subprocess."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("vtk") is None or importlib.util.find_spec("slicer") is None:
+        pytest.skip("slicer-core is not installed (pip install 'lightunetr-core[test]')")
+    labels = np.zeros((14, 12, 10), np.uint8)  # [z, y, x]
+    labels[2:5, 3:7, 4:9] = 1
+    labels[6:8, 1:3, 2:4] = 2
+    img = sitk.GetImageFromArray(labels)
+    img.SetSpacing((0.5, 0.6, 0.7))
+    img.SetOrigin((10.0, 20.0, 30.0))
+    img.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))
+    spleen = ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+              "~SCT^78961009^Spleen~^^~Anatomic codes - DICOM master list~^^~^^")
+    path = write_segmentation_nrrd(img, tmp_path / "case.seg.nrrd", [
+        {"value": 0, "name": "background", "color": [0, 0, 0]},
+        {"value": 1, "name": "left atrium", "color": [1.0, 0.5, 0.25]},
+        {"value": 2, "name": "spleen", "color": [0.1, 0.2, 0.3], "terminology": spleen}])
+    bootstrap_dir = Path(__file__).resolve().parent / "slicer"
+    proc = subprocess.run([sys.executable, "-c", _SLICER_LOAD_SCRIPT, str(path), str(bootstrap_dir)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    segments = json.loads(lines[0][len("RESULT"):])
+    assert [s["name"] for s in segments] == ["left atrium", "spleen"]
+    assert segments[0]["color"] == pytest.approx([1.0, 0.5, 0.25]) and segments[1]["value"] == 2
+    assert "78961009" in segments[1]["terminology"]
+    assert [s["voxels"] for s in segments] == [int((labels == 1).sum()), int((labels == 2).sum())]
+    # Slicer's IJK→RAS = diag(-1, -1, 1) · [D · diag(spacing) | origin] (LPS → RAS).
+    d = np.asarray(img.GetDirection()).reshape(3, 3) * np.asarray(img.GetSpacing())
+    expected = np.diag([-1.0, -1.0, 1.0]) @ np.column_stack([d, img.GetOrigin()])
+    np.testing.assert_allclose(segments[0]["ijk_to_ras"], expected, atol=1e-6)
