@@ -83,3 +83,35 @@ def test_ui_file_is_valid_and_has_the_widgets_the_module_uses():
     with open(os.path.join(REPO, "LightUNETRSegmentation", "LightUNETRSegmentation.py"), encoding="utf-8") as f:
         used = set(re.findall(r"self\.ui\.(\w+)", f.read()))
     assert not (used - names), f"widgets used but missing in the .ui: {sorted(used - names)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_python_files_compile(module):
+    """The Qt-side files cannot be imported outside Slicer; at least they must compile on this Python."""
+    module_dir = os.path.join(REPO, module)
+    if not os.path.isdir(module_dir):
+        pytest.skip(f"{module} not written yet")
+    for rel in sorted(p for p in _files(module_dir) if p.endswith(".py")):
+        with open(os.path.join(module_dir, rel), encoding="utf-8") as f:
+            compile(f.read(), rel, "exec")
+
+
+def test_dependency_check_matches_pyproject():
+    """The packages the Slicer module checks/installs are the engine's runtime dependencies."""
+    import sys
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    sys.path.insert(0, os.path.join(REPO, "LightUNETRSegmentation"))
+    # environment.py does not import slicer at module level (no slicer import here: see docs/slicer.md)
+    from LightUNETRSegmentationLib.environment import REQUIREMENTS
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    parsed = {}
+    for dep in deps:
+        m = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", dep)
+        parsed[m.group(1).lower()] = m.group(2).replace(" ", "")
+    assert {k.lower(): v for k, v in REQUIREMENTS.items()} == parsed

@@ -4,7 +4,7 @@ import os
 
 import qt
 import slicer
-from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+from SegmentEditorEffects import *  # noqa: F401,F403 (AbstractScriptedSegmentEditorEffect)
 
 from SegmentEditorLightUNETRLib import effectlogic
 
