@@ -207,6 +207,18 @@ def test_reorientation_keeps_every_voxel_in_place(name):
     np.testing.assert_array_equal(reorientation.invert(reorientation.apply(canon[None], True), True), canon[None])
 
 
+@pytest.mark.parametrize("name", ["lps_identity", "ras", "sagittal_permuted", "left_handed"])
+def test_reorientation_agrees_with_itk_for_axis_aligned_images(name):
+    """ITK's DICOMOrient(…, "RAS") is an independent implementation for axis-aligned directions."""
+    img = make_image(size=(7, 6, 5), spacing=(0.9, 1.7, 3.1), direction=DIRECTIONS[name], origin=(10, -20, 30))
+    ours, _ = reorient_to_ras(img)
+    itk = sitk.DICOMOrient(img, "RAS")
+    assert ours.GetSize() == itk.GetSize() and ours.GetSpacing() == itk.GetSpacing()
+    np.testing.assert_allclose(ours.GetDirection(), itk.GetDirection(), atol=1e-12)
+    np.testing.assert_allclose(ours.GetOrigin(), itk.GetOrigin(), atol=1e-9)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(itk))
+
+
 def test_reorientation_of_lps_identity_flips_x_and_y():
     assert Reorientation.for_direction(np.eye(3).ravel()) == Reorientation((0, 1, 2), (True, True, False))
     assert Reorientation.for_direction(np.diag([-1, -1, 1.0]).ravel()).is_identity
@@ -278,6 +290,8 @@ def test_preprocess_rejects_mismatched_channels_and_label():
     assert "FLAIR" in str(info.value) and "T1" in str(info.value) and "Resample" in str(info.value)
     with pytest.raises(ValueError, match="2 channel"):
         preprocess_case([a], plan2)
+    with pytest.raises(ValueError, match="0..255"):
+        preprocess_case([a], PreprocessingPlan(target_spacing=None), label=sitk.Cast(a * 1000, sitk.sitkInt16))
     with pytest.raises(GeometryMismatchError, match="label map"):
         preprocess_case([a], PreprocessingPlan(target_spacing=None), label=sitk.Cast(b > 0.5, sitk.sitkUInt8))
 

@@ -297,6 +297,14 @@ def preprocess_case(
         channels.append(norm(image_to_array(oriented, np.float32)))
     out_label = None
     if label is not None:
+        if label.GetPixelID() != sitk.sitkUInt8:
+            stats = sitk.MinimumMaximumImageFilter()
+            stats.Execute(label)
+            if stats.GetMinimum() < 0 or stats.GetMaximum() > 255:
+                raise ValueError(
+                    f"label map values range from {stats.GetMinimum():g} to {stats.GetMaximum():g}; labels must be "
+                    "integers 0..255 (0 = background). Relabel the classes as 0, 1, 2, ..."
+                )
         lab = label if label.GetPixelID() == sitk.sitkUInt8 else sitk.Cast(label, sitk.sitkUInt8)
         oriented, _ = reorient_to_ras(lab)
         if resampled:
