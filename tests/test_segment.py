@@ -229,6 +229,13 @@ def test_roi_limits_the_segmentation(bundle, base_image, base_result):
     assert outside.any() and not labels[outside].any()
     assert labels.sum() > 0 and labels.sum() < image_to_array(base_result.labels).sum()
     assert np.all(image_to_array(result.probabilities)[outside][:, 0] == 1.0)
+    # Without probabilities the labels come from the class-by-class path: same result.
+    plain = segment_image(bundle, base_image, roi=list(lo) + list(hi), largest_component=True)
+    plain_labels = image_to_array(plain.labels)
+    assert np.all(plain_labels <= labels) and plain_labels.sum() > 0.9 * labels.sum()
+    from scipy import ndimage
+
+    assert ndimage.label(plain_labels, structure=np.ones((3, 3, 3)))[1] == 1
     with pytest.raises(InferenceInputError, match="does not overlap"):
         segment_image(bundle, base_image, roi=[500, 500, 500, 600, 600, 600])
     del idx

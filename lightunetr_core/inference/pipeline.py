@@ -223,7 +223,7 @@ def segment_image(
                 target = output_device = torch.device("cpu")
     timings["inference_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    need_probabilities = return_probabilities or return_uncertainty or box is not None
+    need_probabilities = return_probabilities or return_uncertainty
     if need_probabilities:
         probabilities = case.to_original_grid(probs.cpu().numpy())
         labels = np.argmax(probabilities, axis=0).astype(np.uint8)
@@ -231,22 +231,23 @@ def segment_image(
         probabilities = None
         labels = case.argmax_on_original_grid(probs.cpu().numpy())
     del probs
-    if largest_component:
-        labels = keep_largest_components(labels, classes=range(1, card.num_classes))
 
     if box is not None:
-        start, size = box
         # The index box covers the physical box; for oblique images it is larger, so keep only the
         # voxels whose centres are inside the box.
-        keep = _inside_box(full, start, size, roi)
+        keep = _inside_box(full, box[0], box[1], roi)
         labels = np.where(keep, labels, 0).astype(np.uint8)
-        probabilities[0] = np.where(keep, probabilities[0], 1.0)
-        probabilities[1:] *= keep
-        sl = tuple(slice(s, s + n) for s, n in zip(start, size))
+        if probabilities is not None:
+            probabilities[0] = np.where(keep, probabilities[0], 1.0)
+            probabilities[1:] *= keep
+    if largest_component:
+        labels = keep_largest_components(labels, classes=range(1, card.num_classes))
+    if box is not None:
+        sl = tuple(slice(s, s + n) for s, n in zip(*box))
         full_labels = np.zeros(full.size, np.uint8)
         full_labels[sl] = labels
         labels = full_labels
-        if return_probabilities or return_uncertainty:
+        if probabilities is not None:
             full_probs = np.zeros((probabilities.shape[0],) + full.size, np.float32)
             full_probs[0] = 1.0
             full_probs[(slice(None),) + sl] = probabilities
