@@ -391,3 +391,30 @@ def test_cli_nan_case_and_cancel(bundle_path, base_image, tmp_path, capsys):
                               "--cancel-file", str(flag))
     assert rc == 3 and events[-1]["event"] == "cancelled"
     assert not (tmp_path / "out2").exists() or list((tmp_path / "out2").iterdir()) == []
+
+
+def test_two_channel_model_api_and_cli_channel_count(tmp_path, base_image, capsys):
+    torch.manual_seed(2)
+    args = {**TINY_ARGS, "in_channels": 2}
+    from lightunetr_core.models import build_model
+
+    card = ModelCard(
+        name="two", architecture="lightunetr", architecture_args=args, patch_size=list(PATCH),
+        preprocessing=PreprocessingPlan(target_spacing=(3.0,) * 3, normalization=[
+            IntensityNormalization("zscore"), IntensityNormalization("ct")]).to_dict(),
+        input_channels=["T1", "CT"], labels=default_labels(["background", "a"]))
+    path = save_bundle(tmp_path / "two", build_model("lightunetr", **args).eval(), card)
+    loaded = load_bundle(path)
+    second = sitk.Cast(base_image * 3 - 100, sitk.sitkInt16)
+    result = segment_image(loaded, [base_image, second])
+    assert_same_grid(result.labels, base_image)
+    shifted = sitk.Image(second)
+    shifted.SetOrigin([o + 1.0 for o in second.GetOrigin()])
+    with pytest.raises(InferenceInputError, match="does not share the voxel grid"):
+        segment_image(loaded, [base_image, shifted])
+
+    first = tmp_path / "t1.nii.gz"
+    write_image(base_image, first)
+    rc, events = run_cli_here(capsys, str(first), str(first), str(first), "-m", str(path), "-o", str(tmp_path / "o"))
+    assert rc == 2 and "2 input channel(s) per case (T1, CT)" in events[-1]["message"]
+    assert not (tmp_path / "o").exists()
