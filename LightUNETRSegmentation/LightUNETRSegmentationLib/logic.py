@@ -191,7 +191,6 @@ class SegmentationJob:
                     inputs.append(volumeio.export_volume(node, os.path.join(self.workdir, f"input{n}.nrrd")))
                 finally:
                     if cropped is not None:
-                        self._reference_geometry = volumeio.ijk_to_ras(cropped)
                         segments.remove_node(cropped)
         except volumeio.VolumeIOError as exc:
             self._fail(str(exc))
@@ -252,6 +251,11 @@ class SegmentationJob:
         path = labels[0]
         reference = self.inputVolumeNodes[0]
         scene = reference.GetScene()
+        if scene is None:
+            raise segments.SegmentImportError(f"the input volume '{reference.GetName()}' was removed from the scene "
+                                              "while it was being segmented")
+        if self.segmentationNode is not None and self.segmentationNode.GetScene() is None:
+            raise segments.SegmentImportError("the output segmentation was removed from the scene during the run")
         created = None
         seg = self.segmentationNode
         if seg is None:
