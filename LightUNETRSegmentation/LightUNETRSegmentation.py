@@ -363,7 +363,51 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         self.test_roundtrip_geometries()
         self.setUp()
         self.test_with_model()
+        self.setUp()
+        self.test_widget()
         self.tearDown()
+
+    def test_widget(self):
+        """The GUI path: Apply runs in the background, the timer drives progress, the result appears."""
+        import numpy as np
+
+        from LightUNETRSegmentationLib import environment, scenarios
+
+        slicer.util.selectModule("LightUNETRSegmentation")
+        widget = slicer.modules.lightunetrsegmentation.widgetRepresentation().self()
+        volume = scenarios.add_volume("widget-input", scenarios.test_pattern((30, 34, 38)).astype(np.float32), "oblique")
+        widget._parameterNode.inputVolume = volume
+        if environment.missing_dependencies():
+            self.assertFalse(widget.ui.cancelButton.enabled)
+            self.delayDisplay("torch/MONAI not installed: widget test limited to the idle state")
+            return
+        scenarios.make_tiny_bundle(self.tmpdir, name="widget")
+        oldFolder = widget.logic.library.folder
+        try:
+            widget.logic.setModelsFolder(self.tmpdir)
+            widget.refreshModels()
+            self.assertEqual(widget.ui.modelComboBox.currentText, "widget")
+            self.assertTrue(widget.ui.applyButton.enabled)
+            widget._dependenciesChecked = True
+            widget._parameterNode.device = "cpu"
+            widget.ui.applyButton.click()
+            self.assertTrue(widget.ui.cancelButton.enabled)
+            import time
+
+            deadline = time.time() + 600
+            while widget._job is not None and not widget._job.done and time.time() < deadline:
+                slicer.app.processEvents()
+                time.sleep(0.05)
+            slicer.app.processEvents()
+            self.assertTrue(widget._job.ok, widget._job.message)
+            seg = widget._job.segmentationNode
+            self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), 3)
+            self.assertEqual(widget.ui.progressBar.value, 100)
+            self.assertFalse(widget.ui.cancelButton.enabled)
+        finally:
+            widget.logic.setModelsFolder(oldFolder)
+            widget.refreshModels()
+        self.delayDisplay("Widget test passed")
 
     def test_roundtrip_geometries(self):
         from LightUNETRSegmentationLib import scenarios
