@@ -149,15 +149,20 @@ class JobRunner:
         else:
             kwargs["start_new_session"] = True  # own process group: the whole tree can be signalled
         logger.info("LightUNETR %s: %s", self.name, " ".join(self.args))
-        self.process = subprocess.Popen(
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env,
-            cwd=self.cwd,
-            **kwargs,
-        )
+        try:
+            self.process = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                cwd=self.cwd,
+                **kwargs,
+            )
+        except OSError:
+            self.status = FAILED
+            self._cleanup_files()
+            raise
         self.status = RUNNING
         self.started_at = time.time()
         for stream, is_stdout in ((self.process.stdout, True), (self.process.stderr, False)):

@@ -105,3 +105,11 @@ def test_job_environment_points_at_lightunetr_core():
     assert env["CUDA_VISIBLE_DEVICES"] == "-1"
     cmd = jobrunner.core_command("segment", "a.nrrd", python="py")
     assert cmd == ["py", "-u", "-m", "lightunetr_core", "segment", "a.nrrd"]
+
+
+def test_missing_executable_raises_and_cleans_up(tmp_path):
+    r = jobrunner.JobRunner([str(tmp_path / "no-such-python"), "-c", "pass"])
+    own = os.path.dirname(r.cancel_file)
+    with pytest.raises(OSError):
+        r.start()
+    assert r.status == jobrunner.FAILED and not os.path.exists(own)

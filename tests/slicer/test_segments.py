@@ -14,7 +14,7 @@ def _write_labels(tmp_path, arr, geometry="oblique"):
     return path
 
 
-def test_names_colours_terminology(scene, tmp_path):
+def test_names_colours_terminology(scene, tmp_path, vtk_errors):
     path = _write_labels(tmp_path, scenarios.label_pattern())
     ref = scenarios.add_volume("ref", scenarios.test_pattern(), "oblique")
     specs = [
@@ -40,6 +40,7 @@ def test_names_colours_terminology(scene, tmp_path):
     assert not slicer.util.arrayFromSegmentBinaryLabelmap(seg, ids[3], ref).any()
     # Reference geometry is the input volume.
     assert seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()) == ref.GetID()
+    assert "ERROR" not in vtk_errors(), vtk_errors()
 
 
 def test_replace_same_names_keep_others(scene, tmp_path):
