@@ -414,3 +414,40 @@ def test_sampler_rejects_bad_arguments(prepared):
 
     with pytest.raises(ValueError, match="no unlabelled cases"):
         PatchSampler(Empty(), (16, 16, 8), g).sample_unlabeled(1)
+
+
+def _write_dicom_series(folder: Path, array_xyz: np.ndarray, spacing=(1.0, 1.0, 2.5)) -> None:
+    folder.mkdir(parents=True)
+    volume = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)).astype(np.int16))
+    volume.SetSpacing(spacing)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1.4242"
+    for k in range(volume.GetDepth()):
+        slice_k = volume[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0008|0060": "MR", "0020|000e": series, "0020|000d": series + ".0", "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position), "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
+            "0008|0018": f"{series}.{k + 1}",
+        }.items():
+            slice_k.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
+        writer.Execute(slice_k)
+
+
+def test_folder_with_dicom_series_case(tmp_path):
+    root = tmp_path / "ds"
+    vol = np.rint(_volume(5)).astype(np.int16)
+    _write_dicom_series(root / "imagesTr" / "dcm_0000", vol)
+    _write(root / "labelsTr" / "dcm.nii.gz", _label())
+    spec = discover_folder(root)
+    assert [c.id for c in spec.cases] == ["dcm"] and spec.cases[0].images[0].is_dir()
+    ds = prepare_dataset(root, tmp_path / "cache")
+    assert ds.labeled[0].image.shape == (1, 20, 18, 10)
+    # DICOM stores LPS with identity orientation here; RAS reorientation flips x and y.
+    expected = (vol[::-1, ::-1, :] - vol.mean()) / vol.std()
+    np.testing.assert_allclose(np.asarray(ds.labeled[0].image[0]), expected, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(ds.labeled[0].label), _label()[::-1, ::-1, :])
+    assert prepare_dataset(root, tmp_path / "cache").stats == {"preprocessed": 0, "cached": 1}
