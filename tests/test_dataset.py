@@ -260,6 +260,11 @@ def test_nan_voxels(tmp_path, good):
     nan = _write(tmp_path / "src" / "nan.nrrd", vol)
     m = _manifest(tmp_path / "m.json", [_case("ok", img, lab), _case("nan", nan, lab)])
     _expect_error(tmp_path, m, "case 'nan'", "NaN", "Replace them")
+    # "ok" is preprocessed into a staging folder before "nan" fails: with a cache folder whose parents
+    # do not exist yet, those parents are removed again too.
+    with pytest.raises(DatasetError):
+        prepare_dataset(m, tmp_path / "deep" / "er" / "cache")
+    assert not (tmp_path / "deep").exists()
 
 
 def test_label_values_outside_declared_classes(tmp_path, good):

@@ -670,6 +670,8 @@ def prepare_dataset(
     staging: Path | None = None
     staged: dict[str, Path] = {}
     cached: dict[str, Path] = {}
+    created_parent: Path | None = None
+    succeeded = False
     class_rng = np.random.default_rng(0)
     try:
         for n, case in enumerate(todo):
@@ -697,7 +699,10 @@ def prepare_dataset(
                 problems.append(f"case {case.id!r}: preprocessing failed ({exc})")
                 continue
             if staging is None:
-                cache_dir.parent.mkdir(parents=True, exist_ok=True) if not cache_dir.parent.exists() else None
+                if not cache_dir.parent.exists():
+                    # Remember the first missing ancestor so a failure removes what we created.
+                    created_parent = next(p for p in [cache_dir.parent, *cache_dir.parent.parents][::-1] if not p.exists())
+                    cache_dir.parent.mkdir(parents=True)
                 staging = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.staging-", dir=cache_dir.parent))
             out = staging / entry.name
             out.mkdir()
@@ -735,9 +740,12 @@ def prepare_dataset(
                 else:
                     os.replace(out, final)
                 cached[cid] = final
+        succeeded = True
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        if not succeeded and created_parent is not None:
+            shutil.rmtree(created_parent, ignore_errors=True)
 
     prepared = {role: [] for role in roles_to_prepare}
     for case in todo:
