@@ -51,6 +51,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.table = None
         self._job = None
         self._timer = None
+        self._shownLog = 0
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -98,8 +99,14 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     # ------------------------------------------------------------------ case table
     def refreshCases(self):
-        item = self.ui.folderComboBox.currentItem() if self.ui.folderComboBox.currentItem() else None
+        """Rebuild the table from the scene, keeping the roles the user already chose."""
+        previous = {r.volume.GetID(): r.role for r in self.table.rows} if self.table is not None else {}
+        item = self.ui.folderComboBox.currentItem() or None
         self.table = self.logic.caseTable(item)
+        for row in self.table.rows:
+            role = previous.get(row.volume.GetID())
+            if role is not None and (row.segmentation is not None or role in ("unlabeled", "ignore")):
+                row.role = role
         self._fillTable()
 
     def _fillTable(self):
@@ -180,6 +187,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def onResume(self):
         if self._job is not None and self._job.status in ("stopped", "cancelled"):
+            self._shownLog = len(self._job.log)
             self._job.resume()
             self._monitor()
 

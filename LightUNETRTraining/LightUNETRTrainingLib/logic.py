@@ -242,6 +242,10 @@ class TrainingJob:
     def _after_training(self) -> None:
         seg_logic = self.logic.segmentationLogic
         try:
+            apply_segment_appearance(self.bundlePath, self.table)
+        except (OSError, ValueError) as exc:  # cosmetic: keep the engine's default colours
+            logger.warning("LightUNETR training: could not copy segment colours into the model card: %s", exc)
+        try:
             if self.config.register_model:
                 self.model = seg_logic.addModelFromFile(self.bundlePath)
             else:
@@ -458,6 +462,46 @@ class TrainingLogic:
         for job in list(self.activeJobs):
             job.kill()
         self.unobserveScene()
+
+
+def apply_segment_appearance(bundlePath: str, table: CaseTable) -> dict:
+    """Give the bundle's labels the colour and terminology of the same-named segments of the first
+    labelled case (what the user chose in the Segment Editor), so segmentations made with the new model
+    look like the training segmentations. Only ``model_card.json`` changes (the weights' SHA-256 is
+    unaffected); written atomically. Returns {class name: (colour, terminology)} applied."""
+    import json
+
+    from LightUNETRSegmentationLib import segments
+    from LightUNETRSegmentationLib.models import CARD_FILE
+
+    from .cases import segment_id_by_name
+
+    source = next((r.segmentation for r in table.rows if r.role == "labeled" and r.segmentation is not None
+                   and r.segmentation.GetScene() is not None), None)
+    if source is None:
+        return {}
+    card_path = os.path.join(bundlePath, CARD_FILE)
+    with open(card_path, encoding="utf-8") as f:
+        card = json.load(f)
+    applied = {}
+    for label in card.get("labels", []):
+        if int(label.get("value", 0)) == 0:
+            continue
+        sid = segment_id_by_name(source, str(label.get("name", "")))
+        if sid is None:
+            continue
+        segment = source.GetSegmentation().GetSegment(sid)
+        color = [min(1.0, max(0.0, float(c))) for c in segment.GetColor()]
+        label["color"] = color
+        terminology = segments.get_terminology(segment)
+        if terminology:
+            label["terminology"] = terminology
+        applied[label["name"]] = (color, terminology or None)
+    tmp = card_path + f".tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(card, f, indent=2)
+    os.replace(tmp, card_path)
+    return applied
 
 
 def rank_by_uncertainty(results: list) -> list:

@@ -14,6 +14,7 @@ import slicer
 from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume
 
 CLASSES = ("Organ", "Tumor")
+COLORS = {"Organ": (0.2, 0.8, 0.3), "Tumor": (0.9, 0.1, 0.6)}  # not the engine's default palette
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -42,6 +43,8 @@ def add_segmentation(name, labels_kji, volumeNode, classes=CLASSES, values=None)
     values = values or list(range(1, len(classes) + 1))
     for cls, value in zip(classes, values):
         sid = seg.GetSegmentation().AddEmptySegment(cls, cls)
+        if cls in COLORS:
+            seg.GetSegmentation().GetSegment(sid).SetColor(*COLORS[cls])
         slicer.util.updateSegmentBinaryLabelmapFromArray((labels_kji == value).astype(np.uint8), seg, sid, volumeNode)
     return seg
 
@@ -240,6 +243,10 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
     models, _ = logic.segmentationLogic.models()
     _expect(job.model is not None and job.model.path in [m.path for m in models], "model not in the library")
     _expect(job.model.label_names == list(CLASSES), f"card labels {job.model.label_names}")
+    first_seg = cases["labeled"][0][1].GetSegmentation()
+    for spec in job.model.labels:  # the segments' colours went into the card
+        want = first_seg.GetSegment(first_seg.GetSegmentIdBySegmentName(spec.name)).GetColor()
+        _expect(np.allclose(spec.color, want, atol=1e-6), f"colour of {spec.name}: {spec.color} vs {want}")
     # unlabelled cases segmented
     _expect(len(job.results) == 2 and all(r["ok"] for r in job.results), f"results {job.results}")
     for r, vol in zip(job.results, cases["unlabeled"]):
@@ -247,6 +254,7 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
         seg = r["segmentation"].GetSegmentation()
         _expect([seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == list(CLASSES),
                 "segment names of the result")
+        _expect(np.allclose(seg.GetNthSegment(0).GetColor(), job.model.labels[0].color), "result colour")
     if config.rank_uncertainty:
         _expect(len(job.ranking) == 2, "ranking")
         _expect(job.ranking[0]["meanUncertainty"] >= job.ranking[1]["meanUncertainty"], "ranking order")

@@ -172,3 +172,25 @@ def test_ui_has_the_widgets_the_module_uses():
     ast.parse(source)  # the module file (needs qt, so not imported here) is valid Python
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used and not (used - names), f"widgets used but missing in the .ui: {sorted(used - names)}"
+
+
+def test_segment_outside_volume_and_surface_source_reported(scene):
+    from LightUNETRSegmentationLib.scenarios import add_volume
+
+    small, _, _ = scenarios.add_case("small", 1, geometry="axial", shape_kji=(12, 12, 12))
+    big = add_volume("big", np.zeros((20, 20, 20), np.float32), "axial")  # same grid, larger
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[2:6, 2:6, 2:6] = 1
+    lab[15:18, 15:18, 15:18] = 2  # outside 'small'
+    seg = scenarios.add_segmentation("small seg", lab, big)
+    unl = [scenarios.add_case(f"u{n}", n, geometry="axial", labeled=False, shape_kji=(12, 12, 12))[0] for n in range(2)]
+    table = CaseTable.from_nodes([(small, seg)], unl)
+    assert not table.check(TrainingConfig(batch_labeled=1))
+    assert any("outside volume 'small'" in p for p in table.row("small").problems), table.report()
+    lab[15:18, 15:18, 15:18] = 0  # inside only: fine, exported on the small grid
+    seg2 = scenarios.add_segmentation("small seg2", lab, big)
+    table = CaseTable.from_nodes([(small, seg2)], unl)
+    assert table.check(TrainingConfig(batch_labeled=1)), table.report()
+    seg2.GetSegmentation().SetSourceRepresentationName("Closed surface")
+    assert not table.check(TrainingConfig(batch_labeled=1))
+    assert "binary labelmap" in table.report()
