@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 import slicer
 
 ROLES = ("labeled", "unlabeled", "validation", "ignore")
+#: Node attribute set on the segmentations and uncertainty maps that a training job made for the
+#: unlabelled cases: such a segmentation is attached to its volume but the case stays "unlabeled" until
+#: the user reviewed it and sets the role to "labeled"; uncertainty maps are never cases.
+GENERATED_ATTRIBUTE = "LightUNETR.Generated"
 ROLES_WITH_LABEL = ("labeled", "validation")
 CSE_RECIPES = ("cse-reference", "cse-paper")
 RECIPES = CSE_RECIPES + ("supervised",)
@@ -40,6 +44,10 @@ def volume_ijk_to_ras(volumeNode):
 def is_scalar_volume(node) -> bool:
     return (node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
             and not node.GetHideFromEditors())
+
+
+def is_generated(node) -> bool:
+    return node is not None and bool(node.GetAttribute(GENERATED_ATTRIBUTE))
 
 
 def safe_case_id(name: str, taken: set) -> str:
@@ -195,14 +203,17 @@ class CaseTable:
         """Every scalar volume of the scene (or under the subject-hierarchy item ``folderItemId``), each
         with its matching segmentation; role ``labeled`` when it has one, else ``unlabeled``."""
         scene = scene or slicer.mrmlScene
-        volumes = [n for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if is_scalar_volume(n)]
+        volumes = [n for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if is_scalar_volume(n) and not is_generated(n)]
         segmentations = [n for n in _nodes(scene, "vtkMRMLSegmentationNode") if not n.GetHideFromEditors()]
         if folderItemId:
             inside = _items_under(scene, folderItemId)
             volumes = [v for v in volumes if _sh_item(v) in inside]
             segmentations = [s for s in segmentations if _sh_item(s) in inside]
         matches = match_segmentations(volumes, segmentations)
-        rows = [CaseRow(v, matches.get(v.GetID()), "labeled" if v.GetID() in matches else "unlabeled") for v in volumes]
+        rows = []
+        for v in volumes:
+            seg = matches.get(v.GetID())
+            rows.append(CaseRow(v, seg, "labeled" if seg is not None and not is_generated(seg) else "unlabeled"))
         return cls(rows)
 
     @classmethod

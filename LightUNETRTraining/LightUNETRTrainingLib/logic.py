@@ -29,7 +29,7 @@ import slicer
 from LightUNETRSegmentationLib import jobrunner
 from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
 
-from .cases import CaseTable
+from .cases import GENERATED_ATTRIBUTE, CaseTable
 from .config import TrainingConfig, as_config
 from .export import ExportError, export_cases
 from .plot import TrainingPlot
@@ -272,6 +272,9 @@ class TrainingJob:
 
         self.results = []
         for j in self.queue.jobs:
+            for node in (j.segmentationNode if j.ok else None, j.uncertaintyNode):
+                if node is not None:
+                    node.SetAttribute(GENERATED_ATTRIBUTE, self.modelName)
             mean = None
             if j.ok and j.uncertaintyNode is not None:
                 mean = float(np.mean(slicer.util.arrayFromVolume(j.uncertaintyNode)))

@@ -255,6 +255,13 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
         _expect([seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == list(CLASSES),
                 "segment names of the result")
         _expect(np.allclose(seg.GetNthSegment(0).GetColor(), job.model.labels[0].color), "result colour")
+    # next round: the results are attached to their volumes but the cases stay unlabelled until reviewed,
+    # and the uncertainty maps are not cases
+    again = {r.name: r for r in logic.caseTable().rows}
+    _expect(set(again) == {"lab0", "lab1", "val0", "unl0", "unl1"}, f"rows after training: {sorted(again)}")
+    for r in job.results:
+        row = again[r["volume"].GetName()]
+        _expect(row.role == "unlabeled" and row.segmentation is r["segmentation"], f"generated result row {row}")
     if config.rank_uncertainty:
         _expect(len(job.ranking) == 2, "ranking")
         _expect(job.ranking[0]["meanUncertainty"] >= job.ranking[1]["meanUncertainty"], "ranking order")
