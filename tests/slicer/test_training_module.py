@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import slicer
 
 from LightUNETRSegmentationLib import jobrunner
 from LightUNETRSegmentationLib.logic import SegmentationLogic
@@ -194,3 +193,17 @@ def test_segment_outside_volume_and_surface_source_reported(scene):
     seg2.GetSegmentation().SetSourceRepresentationName("Closed surface")
     assert not table.check(TrainingConfig(batch_labeled=1))
     assert "binary labelmap" in table.report()
+
+
+def test_console_api_setup_and_run(scene, tmp_path, logic):
+    cases = scenarios.training_scene(n_labeled=2, n_unlabeled=2, shape_kji=(16, 16, 16))
+    pairs = [c[:2] for c in cases["labeled"]]
+    table = logic.setup(pairs, cases["unlabeled"], {"batch_labeled": 2, "batch_unlabeled": 2})
+    assert table.ok and table.classes == list(scenarios.CLASSES) and [r.role for r in table.rows] == [
+        "labeled", "labeled", "unlabeled", "unlabeled"]
+    table = logic.setup(pairs, cases["unlabeled"], {"batch_labeled": 3, "patch_size": (32, 32, 20)})
+    assert not table.ok and "labelled batch size is 3" in table.report() and "multiple of 16" in table.report()
+    job = logic.run(pairs, [], {"recipe": "cse-paper"}, jobFolder=str(tmp_path / "j"))  # blocking: fails at once
+    assert job.status == "failed" and "No unlabelled case" in job.message and job.runner is None
+    with pytest.raises(ValueError, match="Unknown training option"):
+        logic.run(pairs, [], {"iters": 2})
