@@ -22,7 +22,9 @@ MASK_CE_EPS = 1e-16
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, X, Y, Z) int → (B, K, X, Y, Z) float."""
-    return F.one_hot(target.long(), num_classes).movedim(-1, 1).float()
+    target = target.long().unsqueeze(1)
+    out = torch.zeros((target.shape[0], num_classes) + tuple(target.shape[2:]), dtype=torch.float32, device=target.device)
+    return out.scatter_(1, target, 1.0)
 
 
 def dice_sq_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
