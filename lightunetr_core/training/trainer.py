@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -90,7 +90,9 @@ class TrainConfig:
     init_state: dict | None = None
 
     def describe(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("init_state", "recipe")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_state", "recipe")}
+        d["architecture_args"] = dict(self.architecture_args)
+        d["init_weights"] = self.init_state is not None
         d["run_dir"] = str(self.run_dir)
         d["patch_size"] = list(self.patch_size)
         d["recipe"] = self.recipe.to_dict()
