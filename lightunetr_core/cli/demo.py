@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     d.add_argument("--iterations", type=int, default=None, help="training iterations per model (default 500; --quick: 8)")
     d.add_argument("--quick", action="store_true", help="tiny smoke-test schedule (about 2 minutes on 2 CPU cores)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the small 32³ steps gain little from more threads, and "
+                   "multi-threaded PyTorch on a busy CPU was measured up to ~100× slower per CSE step)")
     d.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:1 ... for training and inference")
     d.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     _add_job_options(d)
@@ -98,6 +101,7 @@ def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, see
         "--warmup", str(max(1, min(500, iterations // 10))),
         "--val-every", str(min(schedule["val_every"], iterations)),
         "--seed", str(seed), "--device", getattr(args, "device", "cpu"), "--name", run_dir.name,
+        "--threads", str(getattr(args, "threads", 1) or 1),
         "--cache-dir", str(run_dir.parent / "cache"), "--events", args.events,
     ]
     if args.cancel_file:
@@ -141,9 +145,12 @@ def run_demo(args) -> int:
     schedule = DEMO_SCHEDULES["quick" if args.quick else "default"]
     iterations = args.iterations if args.iterations is not None else schedule["iterations"]
     out = Path(args.out_dir)
-    if iterations < 1:
-        events.error("--iterations must be at least 1", kind="bad_input")
+    if iterations < 1 or args.threads < 1:
+        events.error("--iterations and --threads must be at least 1", kind="bad_input")
         return EXIT_BAD_INPUT
+    import torch
+
+    torch.set_num_threads(args.threads)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             events.error(f"{out} already exists and is not empty; choose a new folder or pass --overwrite", kind="bad_input")
