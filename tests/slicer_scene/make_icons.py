@@ -1,6 +1,6 @@
 """Draw the extension's 128x128 icons with numpy and write them with a small PNG writer (zlib).
 
-Run ``python tests/slicer/make_icons.py`` from the repository root to regenerate them; the test suite
+Run ``python tests/slicer_scene/make_icons.py`` from the repository root to regenerate them; the test suite
 checks that they exist, are valid 128x128 RGBA PNGs and match what this script draws.
 """
 
