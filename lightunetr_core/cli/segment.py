@@ -32,7 +32,12 @@ def register(subparsers) -> None:
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap 0..<1 (default 0.5)")
     parser.add_argument("--blend", choices=("gaussian", "constant"), default="gaussian")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps, cpu")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and SimpleITK")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="network runtime: auto (ONNX Runtime on the CPU when installed, else PyTorch), torch, "
+                             "or onnxruntime (CPU; needs pip install 'lightunetr-core[onnx]'; the network is "
+                             "exported to ONNX once and cached in $LIGHTUNETR_CACHE or ~/.cache/lightunetr)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch, ONNX Runtime and SimpleITK")
     parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default 1)")
     parser.add_argument("--largest-component", action="store_true",
                         help="keep only the largest connected component of each class")
@@ -179,7 +184,13 @@ def run(args: argparse.Namespace) -> int:
 
         import torch
 
-        from lightunetr_core.inference import InferenceInputError, segment_image, select_device
+        from lightunetr_core.inference import (
+            BackendUnavailableError,
+            InferenceInputError,
+            resolve_backend,
+            segment_image,
+            select_device,
+        )
 
         bad_input = bad_input + (InferenceInputError,)
         if args.threads:
@@ -189,8 +200,12 @@ def run(args: argparse.Namespace) -> int:
             device = select_device(args.device)
         except ValueError as exc:
             raise InputProblem(str(exc)) from None
+        try:
+            backend = resolve_backend(args.backend, device)
+        except BackendUnavailableError as exc:
+            raise InputProblem(str(exc)) from None
         events.started(total=len(cases), config=config)
-        events.stage("load", f"loading model {card.name} on {device}")
+        events.stage("load", f"loading model {card.name} on {device} ({backend})")
         bundle = load_bundle(args.model, device=device)
 
         for case_index, (channel_paths, out) in enumerate(zip(cases, outputs)):
@@ -213,8 +228,9 @@ def run(args: argparse.Namespace) -> int:
                 bundle, images, overlap=args.overlap, blend=args.blend, tta_flips=args.tta,
                 largest_component=args.largest_component, roi=args.roi,
                 return_probabilities=args.probabilities, return_uncertainty=args.uncertainty,
-                sw_batch_size=args.sw_batch_size, device=device, progress=progress, cancel=cancel,
-                log=lambda message: events.log(message, level="warning"),
+                sw_batch_size=args.sw_batch_size, device=device, backend=backend, progress=progress, cancel=cancel,
+                log=lambda message: events.log(message, level="info" if message.startswith("exporting the network")
+                                               else "warning"),
             )
             cancel.raise_if_cancelled()
             events.stage("write", f"case {case_index + 1}/{len(cases)}: writing", case=case_index)
@@ -244,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             if "uncertainty" in out:
                 events.emit("output", path=str(out["uncertainty"]), kind="uncertainty", case=case_index)
             written.extend(str(p) for p in case_written)
-            events.progress(case_index + 1, len(cases), unit="case", device=result.device,
+            events.progress(case_index + 1, len(cases), unit="case", device=result.device, backend=result.backend,
                             timings={k: round(v, 3) for k, v in result.timings.items()})
         events.emit("finished", elapsed_s=round(time.perf_counter() - start, 3), cases=len(cases), outputs=written)
         return EXIT_OK

@@ -1,5 +1,6 @@
 """Inference: device selection, sliding-window prediction and the whole-case ``segment_image`` pipeline."""
 
+from lightunetr_core.inference.backends import BACKEND_CHOICES, BackendUnavailableError, resolve_backend
 from lightunetr_core.inference.device import DEVICE_CHOICES, select_device
 from lightunetr_core.inference.pipeline import (
     InferenceInputError,
@@ -12,6 +13,9 @@ from lightunetr_core.inference.pipeline import (
 from lightunetr_core.inference.sliding import count_windows, predict_probabilities
 
 __all__ = [
+    "BACKEND_CHOICES",
+    "BackendUnavailableError",
+    "resolve_backend",
     "DEVICE_CHOICES",
     "select_device",
     "InferenceInputError",

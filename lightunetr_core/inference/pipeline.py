@@ -16,12 +16,15 @@ from lightunetr_core.bundle import LoadedBundle, load_bundle
 from lightunetr_core.data.geometry import Geometry, array_to_image
 from lightunetr_core.data.io import read_image
 from lightunetr_core.data.preprocessing import GeometryMismatchError, preprocess_case
+from lightunetr_core.inference.backends import BackendUnavailableError, onnxruntime_predictor, resolve_backend
 from lightunetr_core.inference.device import is_out_of_memory, select_device
+from lightunetr_core.inference.postprocess import labels_on_original_grid
 from lightunetr_core.inference.sliding import predict_probabilities
 from lightunetr_core.jobs import CancelToken
 
 __all__ = [
     "InferenceInputError",
+    "BackendUnavailableError",
     "SegmentationResult",
     "segment_image",
     "keep_largest_components",
@@ -43,6 +46,7 @@ class SegmentationResult:
         probabilities: float32 vector image with one component per class (or ``None``).
         uncertainty: float32 normalised entropy in [0, 1] (or ``None``).
         device: device the network finally ran on.
+        backend: ``"torch"`` or ``"onnxruntime"``, the backend that ran the network.
         messages: notes for the user (e.g. an out-of-memory fallback).
         timings: seconds per stage.
     """
@@ -51,6 +55,7 @@ class SegmentationResult:
     probabilities: sitk.Image | None = None
     uncertainty: sitk.Image | None = None
     device: str = "cpu"
+    backend: str = "torch"
     messages: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 
@@ -139,6 +144,7 @@ def segment_image(
     return_uncertainty: bool = False,
     sw_batch_size: int = 1,
     device: str | torch.device | None = None,
+    backend: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
     log: Callable[[str], None] | None = None,
@@ -157,6 +163,11 @@ def segment_image(
         return_probabilities / return_uncertainty: also return class probabilities / entropy map.
         sw_batch_size: windows per network call.
         device: ``"auto"``, ``"cuda"``, ``"cpu"``, ``"mps"``, a ``torch.device``, or ``None`` (the model's device).
+        backend: ``"auto"`` (ONNX Runtime when the device is the CPU and ``onnxruntime`` is installed, else
+            PyTorch), ``"torch"`` or ``"onnxruntime"`` (CPU only; the network is exported to ONNX once and
+            cached, see :mod:`lightunetr_core.inference.backends`; ONNX Runtime uses
+            ``torch.get_num_threads()`` threads). Raises :class:`BackendUnavailableError` (a ``ValueError``)
+            when the requested backend cannot run here.
         progress: ``progress(done, total)`` per batch of windows.
         cancel: :class:`~lightunetr_core.jobs.CancelToken`; raises ``JobCancelled`` between windows.
         log: receives notes such as the out-of-memory fallback.
@@ -195,11 +206,27 @@ def segment_image(
     timings["preprocess_s"] = time.perf_counter() - t0
 
     target = select_device(device) if device is not None else bundle.device
+    backend_name = resolve_backend(backend, target)
     tensor = torch.from_numpy(case.image)
     t1 = time.perf_counter()
     batch = max(1, int(sw_batch_size))
     output_device = target
-    while True:
+    if backend_name == "onnxruntime":
+        try:
+            predictor = onnxruntime_predictor(bundle, threads=torch.get_num_threads(), log=note)
+        except Exception as exc:  # noqa: BLE001 - "auto" must still segment when the export fails
+            if (backend or "auto").lower() != "auto":
+                raise
+            note(f"ONNX Runtime could not be prepared ({type(exc).__name__}: {exc}); using PyTorch instead")
+            backend_name = "torch"
+        timings["backend_setup_s"] = time.perf_counter() - t1
+    if backend_name == "onnxruntime":
+        probs = predict_probabilities(
+            predictor, tensor, card.patch_size, overlap=overlap, blend=blend, sw_batch_size=batch,
+            tta_flips=tta_flips, device=torch.device("cpu"), output_device=torch.device("cpu"),
+            progress=progress, cancel=cancel,
+        )
+    while backend_name == "torch":
         try:
             model.to(target)
             probs = predict_probabilities(
@@ -227,9 +254,9 @@ def segment_image(
     if need_probabilities:
         probabilities = case.to_original_grid(probs.cpu().numpy())
         labels = np.argmax(probabilities, axis=0).astype(np.uint8)
-    else:  # class by class: less memory for big volumes
+    else:  # argmax in model space; linear resampling only in cells a class boundary crosses
         probabilities = None
-        labels = case.argmax_on_original_grid(probs.cpu().numpy())
+        labels = labels_on_original_grid(case, probs.cpu().numpy())
     del probs
 
     if box is not None:
@@ -252,7 +279,8 @@ def segment_image(
             full_probs[0] = 1.0
             full_probs[(slice(None),) + sl] = probabilities
             probabilities = full_probs
-    result = SegmentationResult(labels=array_to_image(labels, full), device=str(target), messages=notes, timings=timings)
+    result = SegmentationResult(labels=array_to_image(labels, full), device=str(target), backend=backend_name,
+                                messages=notes, timings=timings)
     if return_probabilities:
         result.probabilities = array_to_image(np.moveaxis(probabilities.astype(np.float32), 0, -1), full, vector=True)
     if return_uncertainty:

@@ -25,7 +25,7 @@ def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: f
 
 
 def predict_probabilities(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     patch_size: Sequence[int],
     overlap: float = 0.5,
@@ -43,6 +43,10 @@ def predict_probabilities(
     probabilities; with ``tta_flips`` the probabilities of the identity and of the three mirrored
     inputs are averaged. Volumes smaller than the patch are zero-padded (MONAI) and cropped back.
     ``progress(done, total)`` is called after each batch of windows; ``cancel`` is polled before each.
+
+    ``model`` is a ``torch.nn.Module`` or any callable ``(B, C, *patch) tensor → (B, K, *patch) logits``
+    (e.g. :class:`~lightunetr_core.inference.backends.OnnxRuntimePredictor`); for a plain callable
+    ``device`` defaults to the CPU.
     """
     from monai.inferers import sliding_window_inference
 
@@ -50,7 +54,8 @@ def predict_probabilities(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if blend not in ("gaussian", "constant"):
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
-    device = device or next(model.parameters()).device
+    if device is None:
+        device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
     output_device = output_device or device
     roi = [int(s) for s in patch_size]
     passes = FLIP_AXES if tta_flips else ((),)
