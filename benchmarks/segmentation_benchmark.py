@@ -16,7 +16,9 @@ Both networks get the same bundle card (patch, spacing, normalisation), so only 
 differs. Weights are random: the time of a forward pass does not depend on them. The ratio
 ``SegResNet / Light-UNETR`` > 1 means Light-UNETR is faster.
 
-``--onnx`` additionally times one window through PyTorch and through ONNX Runtime (CPU) after
+``--backends torch onnxruntime`` runs Light-UNETR through both inference backends of
+``segment_image`` (ONNX Runtime on the CPU only; the export is done, cached and warmed up before
+timing) and prints the ratio torch / onnxruntime. ``--onnx`` additionally times one window through PyTorch and through ONNX Runtime (CPU) after
 exporting Light-UNETR with :func:`lightunetr_core.export.onnx.export_onnx`.
 
 Examples::
@@ -56,6 +58,12 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=["lightunetr", "segresnet"], choices=["lightunetr", "segresnet"])
     p.add_argument("--segresnet-filters", type=int, default=8,
                    help="SegResNet init_filters (MONAI default 8: about as many parameters as Light-UNETR; tutorials use 16)")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime"],
+                   help="inference backends of segment_image for Light-UNETR (SegResNet always runs on torch)")
+    p.add_argument("--compare-postprocess", action="store_true",
+                   help="also time the label map back on the input grid: full per-class resampling "
+                        "(PreprocessedCase.argmax_on_original_grid) vs boundary-only (labels_on_original_grid), "
+                        "on the network's real probabilities (one more network pass per size)")
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per setting (the median is reported)")
@@ -132,7 +140,7 @@ def build(name, patch, model_spacing, segresnet_filters):
     return LoadedBundle(model=model, card=card, path=Path(f"<{name}>")), sum(p.numel() for p in model.parameters())
 
 
-def run_case(bundle, path, out_path, device, overlap, sw_batch_size):
+def run_case(bundle, path, out_path, device, overlap, sw_batch_size, backend="torch"):
     import torch
 
     from lightunetr_core.data.io import read_image, write_image
@@ -148,7 +156,7 @@ def run_case(bundle, path, out_path, device, overlap, sw_batch_size):
         windows["batches"] = total
 
     result = segment_image(bundle, [image], overlap=overlap, sw_batch_size=sw_batch_size, device=device,
-                           progress=progress)
+                           backend=backend, progress=progress)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t1 = time.perf_counter()
@@ -164,6 +172,32 @@ def run_case(bundle, path, out_path, device, overlap, sw_batch_size):
     timing["total_s"] = sum(timing.values())
     timing["windows"] = windows.get("batches", 0) * sw_batch_size
     return timing
+
+
+def postprocess_comparison(bundle, path, overlap, backend):
+    """Seconds for the two ways of putting the label map on the input grid, and their agreement."""
+    import numpy as np
+    import torch
+
+    from lightunetr_core.data.io import read_image
+    from lightunetr_core.data.preprocessing import preprocess_case
+    from lightunetr_core.inference.backends import onnxruntime_predictor
+    from lightunetr_core.inference.postprocess import labels_on_original_grid
+    from lightunetr_core.inference.sliding import predict_probabilities
+
+    case = preprocess_case([read_image(path)], bundle.card.plan)
+    network = onnxruntime_predictor(bundle, threads=torch.get_num_threads()) if backend == "onnxruntime" else bundle.model
+    probs = predict_probabilities(network, torch.from_numpy(case.image), bundle.card.patch_size, overlap=overlap,
+                                  device=torch.device("cpu")).numpy()
+    t = time.perf_counter()
+    full = case.argmax_on_original_grid(probs)
+    full_s = time.perf_counter() - t
+    t = time.perf_counter()
+    fast = labels_on_original_grid(case, probs)
+    fast_s = time.perf_counter() - t
+    return {"full_resampling_s": full_s, "boundary_only_s": fast_s, "full_over_boundary_only": full_s / fast_s,
+            "differing_voxels": int(np.count_nonzero(full != fast)), "voxels": int(full.size),
+            "foreground_fraction": float(np.mean(full > 0))}
 
 
 def onnx_comparison(patch, threads, repeats):
@@ -232,24 +266,44 @@ def main(argv=None) -> int:
             sitk.WriteImage(synthetic_ct(size, args.input_spacing), str(path), True)
             for device in devices:
                 for name in args.models:
-                    bundle, n_params = build(name, args.patch, args.model_spacing, args.segresnet_filters)
-                    bundle.model.to(device)
-                    with torch.inference_mode():  # warm-up: allocator, kernels, MONAI imports
-                        for _ in range(args.warmup):
-                            bundle.model(torch.zeros(1, 1, *args.patch, device=device))
-                    runs = [run_case(bundle, path, tmp / "labels.nii.gz", device, args.overlap, args.sw_batch_size)
-                            for _ in range(repeats)]
-                    row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-                    row.update(size=list(size), device=device, model=name, parameters=n_params, repeats=repeats,
-                               runs=runs)
-                    results.append(row)
-                    print(f"{'x'.join(map(str, size)):>12} {device:>4} {name:>10}  read {row['read_s']:6.2f}  "
-                          f"pre {row['preprocess_s']:6.2f}  model {row['model_s']:7.2f}  "
-                          f"post {row['postprocess_s']:6.2f}  write {row['write_s']:5.2f}  "
-                          f"total {row['total_s']:7.2f} s  ({row['windows']} windows)", flush=True)
+                    for backend in (args.backends if name == "lightunetr" else ["torch"]):
+                        if backend == "onnxruntime" and device != "cpu":
+                            continue
+                        bundle, n_params = build(name, args.patch, args.model_spacing, args.segresnet_filters)
+                        bundle.model.to(device)
+                        with torch.inference_mode():  # warm-up: allocator, kernels, MONAI imports
+                            for _ in range(args.warmup):
+                                bundle.model(torch.zeros(1, 1, *args.patch, device=device))
+                        setup_s = None
+                        if backend == "onnxruntime":  # export once (cached), open the session, one window
+                            from lightunetr_core.inference.backends import onnxruntime_predictor
+
+                            t = time.perf_counter()
+                            predictor = onnxruntime_predictor(bundle, threads=torch.get_num_threads())
+                            setup_s = time.perf_counter() - t
+                            for _ in range(args.warmup):
+                                predictor(torch.zeros(1, 1, *args.patch))
+                        runs = [run_case(bundle, path, tmp / "labels.nii.gz", device, args.overlap,
+                                         args.sw_batch_size, backend) for _ in range(repeats)]
+                        row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                        row.update(size=list(size), device=device, model=name, backend=backend, parameters=n_params,
+                                   repeats=repeats, runs=runs, backend_setup_first_s=setup_s)
+                        if args.compare_postprocess and name == "lightunetr" and backend == args.backends[-1]:
+                            row["postprocess_comparison"] = cmp = postprocess_comparison(bundle, path, args.overlap,
+                                                                                         backend)
+                            print(f"  label map on the input grid: full per-class resampling {cmp['full_resampling_s']:.2f} s, "
+                                  f"boundary-only {cmp['boundary_only_s']:.2f} s ({cmp['full_over_boundary_only']:.1f}x), "
+                                  f"{cmp['differing_voxels']} of {cmp['voxels']} voxels differ, "
+                                  f"foreground {cmp['foreground_fraction']:.3f}", flush=True)
+                        results.append(row)
+                        print(f"{'x'.join(map(str, size)):>12} {device:>4} {name:>10} {backend:>11}  "
+                              f"read {row['read_s']:6.2f}  pre {row['preprocess_s']:6.2f}  model {row['model_s']:7.2f}  "
+                              f"post {row['postprocess_s']:6.2f}  write {row['write_s']:5.2f}  "
+                              f"total {row['total_s']:7.2f} s  ({row['windows']} windows)"
+                              + (f"  [first export+session {setup_s:.1f} s]" if setup_s is not None else ""), flush=True)
     ratios = []
     for row in results:
-        if row["model"] != "lightunetr":
+        if row["model"] != "lightunetr" or row["backend"] != "torch":
             continue
         other = [r for r in results if r["model"] == "segresnet" and r["size"] == row["size"]
                  and r["device"] == row["device"]]
@@ -260,6 +314,15 @@ def main(argv=None) -> int:
             ratios.append(ratio)
             print(f"ratio SegResNet/Light-UNETR {'x'.join(map(str, row['size']))} {row['device']}: "
                   f"total {ratio['segresnet_over_lightunetr_total']:.2f}, model {ratio['segresnet_over_lightunetr_model']:.2f}")
+        ort = [r for r in results if r["model"] == "lightunetr" and r["backend"] == "onnxruntime"
+               and r["size"] == row["size"] and r["device"] == row["device"]]
+        if ort:
+            ratio = {"size": row["size"], "device": row["device"],
+                     "torch_over_onnxruntime_total": row["total_s"] / ort[0]["total_s"],
+                     "torch_over_onnxruntime_model": row["model_s"] / ort[0]["model_s"]}
+            ratios.append(ratio)
+            print(f"ratio torch/onnxruntime backend {'x'.join(map(str, row['size']))} {row['device']}: "
+                  f"total {ratio['torch_over_onnxruntime_total']:.2f}, model {ratio['torch_over_onnxruntime_model']:.2f}")
     onnx = None
     if args.onnx:
         onnx = onnx_comparison(args.patch, threads, args.onnx_repeats)
