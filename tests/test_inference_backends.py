@@ -22,7 +22,7 @@ from lightunetr_core.inference import (
     resolve_backend,
     segment_image,
 )
-from lightunetr_core.inference.backends import onnx_cache_dir, onnx_cache_key
+from lightunetr_core.inference.backends import onnx_cache_dir, onnx_cache_key, prune_onnx_cache
 from lightunetr_core.inference.postprocess import labels_on_original_grid, mixed_cell_corners
 from lightunetr_core.jobs import CancelToken, JobCancelled
 
@@ -115,12 +115,12 @@ def test_onnxruntime_matches_torch_and_caches_the_export(cache_root, bundle_path
     assert onnx_cache_dir().parent == cache_root and len(files) == 1
     assert bundle.card.weights_sha256[:12] in files[0].name
     assert sorted(p.name for p in bundle_path.iterdir()) == bundle_files
-    stamp = files[0].stat().st_mtime_ns
+    inode = files[0].stat().st_ino  # a new export would rename a new file into place
 
     # "auto" on the CPU picks ONNX Runtime and reuses the cached file (no second export)
     again = segment_image(load_bundle(bundle_path, device="cpu"), image, backend="auto")
     assert again.backend == "onnxruntime" and not any("exporting" in m for m in again.messages)
-    assert files[0].stat().st_mtime_ns == stamp and len(list(onnx_cache_dir().glob("*.onnx"))) == 1
+    assert files[0].stat().st_ino == inode and len(list(onnx_cache_dir().glob("*.onnx"))) == 1
     np.testing.assert_array_equal(image_to_array(again.labels), labels)
 
     # other weights in memory → another cache key, so a stale export is never reused
@@ -136,6 +136,17 @@ def test_onnxruntime_cancel_between_windows(cache_root, bundle_path, image, tmp_
     flag.touch()
     with pytest.raises(JobCancelled):
         segment_image(load_bundle(bundle_path, device="cpu"), image, backend="onnxruntime", cancel=CancelToken(flag))
+
+
+def test_cache_pruning_keeps_the_most_recently_used(tmp_path):
+    for i in range(6):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(b"x")
+        os.utime(f, (1000 + i, 1000 + i))
+    (tmp_path / "note.txt").write_text("not an export")
+    deleted = prune_onnx_cache(tmp_path, keep=3, protect=tmp_path / "m0.onnx")
+    assert sorted(p.name for p in deleted) == ["m1.onnx", "m2.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m3.onnx", "m4.onnx", "m5.onnx", "note.txt"]
 
 
 def test_backend_choice():

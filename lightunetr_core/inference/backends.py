@@ -31,11 +31,13 @@ __all__ = [
     "cached_onnx_path",
     "OnnxRuntimePredictor",
     "onnxruntime_predictor",
+    "prune_onnx_cache",
 ]
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime")
 ONNX_OPSET = 17
 _CACHE_FORMAT = 1  # bump when the export itself changes
+MAX_CACHED_EXPORTS = 16  # oldest (by last use) beyond this are deleted after a new export
 INSTALL_HINT = "pip install 'lightunetr-core[onnx]'"
 
 
@@ -131,6 +133,10 @@ def cached_onnx_path(bundle, opset: int = ONNX_OPSET, log=None) -> Path:
     folder = onnx_cache_dir()
     path = folder / f"{card.architecture}-{weights}-{key[:24]}.onnx"
     if path.is_file() and path.stat().st_size > 0:
+        try:
+            os.utime(path)  # "last used", for pruning
+        except OSError:
+            pass
         return path
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -145,7 +151,32 @@ def cached_onnx_path(bundle, opset: int = ONNX_OPSET, log=None) -> Path:
     metadata = {"lightunetr_model_card": card.to_json(), "lightunetr_cache_key": key}
     # overwrite=True: another process may have finished the same export meanwhile (same content).
     export_onnx(bundle.model, path, shape, opset=opset, metadata=metadata, overwrite=True)
+    prune_onnx_cache(folder, keep=MAX_CACHED_EXPORTS, protect=path)
     return path
+
+
+def prune_onnx_cache(folder: str | os.PathLike | None = None, keep: int = MAX_CACHED_EXPORTS,
+                     protect: str | os.PathLike | None = None) -> list[Path]:
+    """Delete all but the ``keep`` most recently used ``.onnx`` files of the cache (never ``protect``);
+    returns the deleted paths. Files that vanish or cannot be deleted meanwhile are skipped."""
+    folder = Path(folder) if folder is not None else onnx_cache_dir()
+    entries = []
+    for path in folder.glob("*.onnx"):
+        try:
+            entries.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    entries.sort(reverse=True)
+    deleted = []
+    for _, path in entries[max(0, int(keep)):]:
+        if protect is not None and Path(path) == Path(protect):
+            continue
+        try:
+            path.unlink()
+            deleted.append(path)
+        except OSError:
+            continue
+    return deleted
 
 
 class OnnxRuntimePredictor:
