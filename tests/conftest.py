@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,12 @@ def fixtures_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"reference fixtures not found at {path}: the shared/ folder must sit beside the repository")
     return path
+
+
+def pytest_configure(config):
+    # ONNX exports made by the inference tests (and by their subprocesses, which inherit the
+    # environment) go to a throw-away cache instead of the user's ~/.cache/lightunetr.
+    if "LIGHTUNETR_CACHE" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="lightunetr-test-cache-")
+        os.environ["LIGHTUNETR_CACHE"] = cache
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))

@@ -360,7 +360,7 @@ def test_seg_nrrd_loads_in_slicer_core_with_names_colours_and_geometry(tmp_path)
         {"value": 0, "name": "background", "color": [0, 0, 0]},
         {"value": 1, "name": "left atrium", "color": [1.0, 0.5, 0.25]},
         {"value": 2, "name": "spleen", "color": [0.1, 0.2, 0.3], "terminology": spleen}])
-    bootstrap_dir = Path(__file__).resolve().parent / "slicer"
+    bootstrap_dir = Path(__file__).resolve().parent / "slicer_scene"
     proc = subprocess.run([sys.executable, "-c", _SLICER_LOAD_SCRIPT, str(path), str(bootstrap_dir)],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
