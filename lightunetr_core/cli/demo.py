@@ -129,13 +129,11 @@ def format_table(table: dict) -> str:
 
 def run_demo(args) -> int:
     import json
-    import os
     import shutil
     import time
     from pathlib import Path
 
-    import numpy as np
-
+    from lightunetr_core.atomic import write_text_atomic
     from lightunetr_core.data.demo import generate_demo_dataset
     from lightunetr_core.jobs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelToken, EventWriter
 
@@ -188,9 +186,7 @@ def run_demo(args) -> int:
         table["iterations"] = iterations
         table["timings"] = timings
         table["bundles"] = {k: str(v) for k, v in bundles.items()}
-        tmp = out / f".dice.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(table, indent=2))
-        os.replace(tmp, out / "dice.json")
+        write_text_atomic(out / "dice.json", json.dumps(table, indent=2))
         events.emit("output", path=str(out / "dice.json"), kind="metrics")
         if args.events == "human":
             print(format_table(table))

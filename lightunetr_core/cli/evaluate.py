@@ -19,9 +19,10 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from lightunetr_core.atomic import write_text_atomic
 
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".vtk", ".tif", ".tiff")
 
@@ -199,21 +200,7 @@ def _clean(value):
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(path, text)
 
 
 def _format_number(value) -> str:

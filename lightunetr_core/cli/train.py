@@ -183,7 +183,7 @@ def run(args) -> int:
     try:
         from lightunetr_core.training.recipes import RecipeConfig
         from lightunetr_core.training.trainer import (
-            BadTrainingInput, TrainConfig, Trainer, TrainingCancelled, TrainingData,
+            BadTrainingInput, TrainConfig, Trainer, TrainingCancelled,
         )
 
         arch_args = {"in_channels": prepared.in_channels, "num_classes": prepared.num_classes}

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from lightunetr_core.atomic import atomic_output
+
 __all__ = [
     "DatasetError",
     "CaseSpec",
@@ -497,10 +499,8 @@ def _check_case_content(case: CaseSpec, spec: DatasetSpec, problems: list[str]):
 
 
 def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array))
-    os.replace(tmp, path)
+    with atomic_output(path, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array))
 
 
 def _load_cached(entry: Path, case: CaseSpec) -> PreparedCase:
