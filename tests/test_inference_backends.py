@@ -255,3 +255,19 @@ def test_mixed_cell_corners():
     labels[2, 2, 2] = 1
     mark = mixed_cell_corners(labels)
     assert mark[1:4, 1:4, 1:4].all() and mark.sum() == 27
+
+
+def test_stride_places_windows_like_the_reference_dense_test():
+    from lightunetr_core.inference.sliding import count_windows, overlap_for_stride
+
+    # Reference (spec §3.10): n = ceil((S − P)/stride) + 1 per axis; LA 150×150×88 → 4×4×3 = 48 windows.
+    overlap = overlap_for_stride((18, 18, 4), (112, 112, 80))
+    assert count_windows((150, 150, 88), (112, 112, 80), overlap) == 4 * 4 * 3
+    # Pancreas-CT: 16, 16, 4 on 96³ patches; a 130×120×101 volume → 4×3×3... computed from the formula.
+    import math
+
+    size, patch, stride = (130, 120, 101), (96, 96, 96), (16, 16, 4)
+    expected = math.prod(math.ceil((s - p) / t) + 1 for s, p, t in zip(size, patch, stride))
+    assert count_windows(size, patch, overlap_for_stride(stride, patch)) == expected
+    with pytest.raises(ValueError, match="between 1 and the patch size"):
+        overlap_for_stride((0, 18, 4), (112, 112, 80))

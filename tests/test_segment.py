@@ -418,3 +418,20 @@ def test_two_channel_model_api_and_cli_channel_count(tmp_path, base_image, capsy
     rc, events = run_cli_here(capsys, str(first), str(first), str(first), "-m", str(path), "-o", str(tmp_path / "o"))
     assert rc == 2 and "2 input channel(s) per case (T1, CT)" in events[-1]["message"]
     assert not (tmp_path / "o").exists()
+
+
+def test_dense_stride_segments_like_overlap_and_bad_stride_is_refused(bundle, bundle_path, base_image, tmp_path,
+                                                                        capsys):
+    # The reference's dense test places windows a fixed step apart with uniform weights.
+    dense = segment_image(bundle, base_image, stride=(8, 8, 8), blend="constant")
+    assert_same_grid(dense.labels, base_image)
+    truth = inside(physical_points(base_image))
+    assert dice(image_to_array(dense.labels) == 1, truth) > 0.7
+    with pytest.raises(InferenceInputError, match="stride"):
+        segment_image(bundle, base_image, stride=(0, 8, 8))
+    source = tmp_path / "case.nrrd"
+    sitk.WriteImage(base_image, str(source))
+    rc, events = run_cli_here(capsys, str(source), "-m", str(bundle_path), "-o", str(tmp_path / "out"),
+                              "--stride", "64", "8", "8")
+    assert rc == 2 and events[-1]["event"] == "error" and "--stride" in events[-1]["message"]
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ from lightunetr_core.data.preprocessing import GeometryMismatchError, preprocess
 from lightunetr_core.inference.backends import BackendUnavailableError, onnxruntime_predictor, resolve_backend
 from lightunetr_core.inference.device import is_out_of_memory, select_device
 from lightunetr_core.inference.postprocess import labels_on_original_grid
-from lightunetr_core.inference.sliding import predict_probabilities
+from lightunetr_core.inference.sliding import overlap_for_stride, predict_probabilities
 from lightunetr_core.jobs import CancelToken
 
 __all__ = [
@@ -134,7 +134,8 @@ def segment_image(
     bundle: LoadedBundle | str | os.PathLike,
     images,
     *,
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
+    stride: Sequence[int] | None = None,
     blend: str = "gaussian",
     tta_flips: bool = False,
     largest_component: bool = False,
@@ -153,7 +154,10 @@ def segment_image(
     Args:
         bundle: a :class:`~lightunetr_core.bundle.LoadedBundle` or the path of a bundle.
         images: one SimpleITK image (or file path) per input channel of the model, on one grid.
-        overlap: window overlap (0..1) of the sliding window.
+        overlap: window overlap (0..1) of the sliding window, one value or one per axis.
+        stride: window step in voxels of the model grid per axis, instead of ``overlap`` (the
+            reference's dense test used 18, 18, 4 for LA and 16, 16, 4 for Pancreas-CT with
+            ``blend="constant"``).
         blend: ``"gaussian"`` or ``"constant"`` window weighting.
         tta_flips: average with mirrored predictions (×4 time).
         largest_component: keep only the largest connected component of every class.
@@ -187,6 +191,11 @@ def segment_image(
     if not isinstance(bundle, LoadedBundle):
         bundle = load_bundle(bundle, device="cpu")
     card, model = bundle.card, bundle.model
+    if stride is not None:
+        try:
+            overlap = overlap_for_stride(stride, card.patch_size)
+        except ValueError as error:
+            raise InferenceInputError(str(error)) from None
     images = _as_images(images)
     if len(images) != len(card.input_channels):
         raise InferenceInputError(

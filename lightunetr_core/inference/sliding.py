@@ -9,18 +9,39 @@ import torch
 
 from lightunetr_core.jobs import CancelToken
 
-__all__ = ["count_windows", "predict_probabilities", "FLIP_AXES"]
+__all__ = ["count_windows", "predict_probabilities", "overlap_for_stride", "FLIP_AXES"]
 
 #: Test-time augmentation: identity plus a mirror along each spatial axis (averaged probabilities).
 FLIP_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
 
 
-def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+def _per_axis_overlap(overlap: float | Sequence[float], dims: int) -> list[float]:
+    values = [float(overlap)] * dims if isinstance(overlap, (int, float)) else [float(o) for o in overlap]
+    if len(values) != dims or not all(0.0 <= o < 1.0 for o in values):
+        raise ValueError(f"overlap must be one number or {dims} numbers in [0, 1), got {overlap}")
+    return values
+
+
+def overlap_for_stride(stride: Sequence[int], patch_size: Sequence[int]) -> list[float]:
+    """Per-axis overlap that makes MONAI place windows ``stride`` voxels apart, like the reference's
+    dense test (starts ``min(i·stride, S − P)``; e.g. LA: stride 18, 18, 4 for a 112×112×80 patch).
+
+    MONAI derives the step as ``int(P · (1 − overlap))``; the tiny margin keeps float rounding from
+    turning a step of 18 into 17."""
+    if len(stride) != len(patch_size):
+        raise ValueError(f"stride {tuple(stride)} needs one value per patch axis {tuple(patch_size)}")
+    if not all(0 < int(t) <= int(p) for t, p in zip(stride, patch_size)):
+        raise ValueError(f"stride {tuple(stride)} must be between 1 and the patch size {tuple(patch_size)} per axis")
+    return [max(0.0, 1.0 - (int(t) + 1e-6) / int(p)) for t, p in zip(stride, patch_size)]
+
+
+def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float | Sequence[float]) -> int:
     """Number of windows ``sliding_window_inference`` uses (after padding a small volume up to the roi)."""
     from monai.data.utils import dense_patch_slices
 
     size = [max(int(s), int(r)) for s, r in zip(image_size, roi_size)]
-    interval = [int(r) if s == r else max(int(r * (1 - overlap)), 1) for s, r in zip(size, roi_size)]
+    overlaps = _per_axis_overlap(overlap, len(size))
+    interval = [int(r) if s == r else max(int(r * (1 - o)), 1) for s, r, o in zip(size, roi_size, overlaps)]
     return len(dense_patch_slices(size, [int(r) for r in roi_size], interval))
 
 
@@ -28,7 +49,7 @@ def predict_probabilities(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     patch_size: Sequence[int],
-    overlap: float = 0.5,
+    overlap: float | Sequence[float] = 0.5,
     blend: str = "gaussian",
     sw_batch_size: int = 1,
     tta_flips: bool = False,
@@ -50,8 +71,7 @@ def predict_probabilities(
     """
     from monai.inferers import sliding_window_inference
 
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    overlap = _per_axis_overlap(overlap, image.ndim - 1)
     if blend not in ("gaussian", "constant"):
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     if device is None:
