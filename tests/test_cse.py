@@ -244,6 +244,36 @@ def test_strong_view_reference_and_paper():
     assert torch.all(p[:, 0].flatten(1).diff(dim=1) >= -1e-6)  # monotone map of the input
 
 
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_strong_view_keeps_zero_padding_at_zero(variant):
+    # The reference augments the whole volume, then pads: padding is exactly 0, without γ or noise.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 1, 8, 8, 8)
+    valid = torch.zeros(8, 8, 8, 8, dtype=torch.bool)
+    valid[:, 2:6] = True
+    x[:, :, ~valid[0]] = 0.0
+    s = views.strong_view(x, torch.full((8, 1), -5.0), torch.full((8, 1), 5.0), g, variant, valid)
+    assert torch.all(s[:, 0][~valid] == 0)
+    assert torch.all(s[:, 0][valid] != 0)
+    unmasked = views.strong_view(x, torch.full((8, 1), -5.0), torch.full((8, 1), 5.0),
+                                 torch.Generator().manual_seed(3), variant)
+    assert torch.any(unmasked[:, 0][~valid] != 0)  # min–max alone would move padding off 0
+
+
+def test_reference_recipe_samples_labelled_crops_uniformly_by_default():
+    import argparse
+
+    from lightunetr_core.cli.train import foreground_oversample, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    base = ["train", "--data", "d.json", "-o", "run"]
+    assert foreground_oversample(parser.parse_args(base)) == 0.0
+    assert foreground_oversample(parser.parse_args(base + ["--recipe", "supervised"])) == 0.33
+    assert foreground_oversample(parser.parse_args(base + ["--foreground-oversample", "0.5"])) == 0.5
+
+
 # ---------------------------------------------------------------- schedule (§3.8)
 def test_schedule_values():
     assert schedule.lr_after(1) == pytest.approx(0.01 / 500)

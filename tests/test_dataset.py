@@ -360,6 +360,8 @@ def test_sampler_shapes_and_padding(prepared):
         inside = slice(-x0, -x0 + 32)
         np.testing.assert_array_equal(img[inside], np.asarray(case.image[0, :, y0:y0 + 16, z0:z0 + 8]))
         assert np.all(img[: -x0] == 0) and np.all(img[-x0 + 32:] == 0)
+        valid = batch["valid"][i].numpy()
+        assert valid[inside].all() and not valid[: -x0].any() and not valid[-x0 + 32:].any()
         np.testing.assert_array_equal(batch["label"][i].numpy()[inside], np.asarray(case.label[:, y0:y0 + 16, z0:z0 + 8]))
         assert batch["volume_min"][i, 0] == pytest.approx(float(case.volume_min[0]))
     # Shuffled epochs: the first three labelled samples cover all three cases.

@@ -98,6 +98,8 @@ def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, see
         "train", "--data", data, "-o", str(run_dir), "--recipe", recipe,
         "--iterations", str(iterations), "--patch-size", ",".join(str(p) for p in schedule["patch"]),
         "--batch-labeled", "2", "--batch-unlabeled", "2",
+        # The same labelled-crop sampling for CSE and the baseline, so only the method differs.
+        "--foreground-oversample", "0.33",
         "--warmup", str(max(1, min(500, iterations // 10))),
         "--val-every", str(min(schedule["val_every"], iterations)),
         "--seed", str(seed), "--device", getattr(args, "device", "cpu"), "--name", run_dir.name,

@@ -55,8 +55,11 @@ def register(subparsers) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="K",
                    help="stop after iteration K (checkpoint written; continue later with --resume)")
     p.add_argument("--init-bundle", default=None, help="start from the weights of this .lightunetr bundle")
-    p.add_argument("--foreground-oversample", type=float, default=0.33,
-                   help="fraction of labelled crops centred on foreground (0 = reference's uniform crops)")
+    p.add_argument("--foreground-oversample", type=float, default=None,
+                   help="fraction of labelled crops centred on foreground (default: 0 = uniform crops, as the "
+                        "reference, for cse-reference; 0.33 for the other recipes)")
+    p.add_argument("--center-crop-unlabeled", action="store_true",
+                   help="take unlabelled crops at the volume centre (the reference's BraTS setting)")
     p.add_argument("--cache-dir", default=None, help="preprocessed-data cache (default RUN_DIR/cache)")
     p.add_argument("--name", default=None, help="bundle name (default: the dataset name)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -296,6 +299,13 @@ def _prepare_data(args, run_dir, events, info):
     return prepared
 
 
+def foreground_oversample(args) -> float:
+    """The reference samples labelled crops uniformly; the other recipes oversample foreground."""
+    if args.foreground_oversample is not None:
+        return args.foreground_oversample
+    return 0.0 if args.recipe == "cse-reference" else 0.33
+
+
 def _training_data(prepared, args):
     from lightunetr_core.data.sampling import PatchSampler
     from lightunetr_core.training.trainer import TrainingData
@@ -303,7 +313,9 @@ def _training_data(prepared, args):
     validation = [(case.image, case.label) for case in prepared.validation if case.label is not None]
 
     def make_sampler(generator):
-        return PatchSampler(prepared, args.patch_size, generator, foreground_oversample=args.foreground_oversample)
+        return PatchSampler(prepared, args.patch_size, generator,
+                            foreground_oversample=foreground_oversample(args),
+                            center_crop=bool(getattr(args, "center_crop_unlabeled", False)))
 
     return TrainingData(make_sampler=make_sampler, validation=validation, in_channels=prepared.in_channels,
                         num_classes=prepared.num_classes, labeled_count=len(prepared.labeled),

@@ -144,8 +144,19 @@ class PatchSampler:
                 label[i] = crop_with_padding(case.label, starts[i], self.patch, pads[i])
             vmin[i] = case.volume_min
             vmax[i] = case.volume_max
+        # Voxels of the crop that lie inside the volume (not zero padding): per-axis ranges, outer product.
+        valid = np.ones((n,) + self.patch, dtype=bool)
+        if n:
+            sizes = np.asarray([c.image.shape[-3:] for c in cases], dtype=np.int64)
+            for axis in range(3):
+                coords = (starts[:, axis] - pads[:, axis])[:, None] + np.arange(self.patch[axis])[None, :]
+                inside = (coords >= 0) & (coords < sizes[:, axis, None])
+                shape = [n, 1, 1, 1]
+                shape[axis + 1] = self.patch[axis]
+                valid &= inside.reshape(shape)
         batch = {
             "image": torch.from_numpy(image),
+            "valid": torch.from_numpy(valid),
             "volume_min": torch.from_numpy(vmin),
             "volume_max": torch.from_numpy(vmax),
             "case_index": torch.as_tensor(indices, dtype=torch.int64),
@@ -160,7 +171,8 @@ class PatchSampler:
         """``n`` labelled crops: "image" (n, C, *patch) float32, "label" (n, *patch) int64,
         "volume_min"/"volume_max" (n, C) float32 of the whole case, "case_index" (n,) int64 (index into
         ``prepared_dataset.labeled``), "foreground" (n,) bool (crop centred on a foreground voxel),
-        "crop_start" (n, 3) first voxel of the crop in volume coordinates."""
+        "crop_start" (n, 3) first voxel of the crop in volume coordinates, "valid" (n, *patch) bool (inside the
+        volume, i.e. not zero padding)."""
         if not self.labeled:
             raise ValueError("no labelled cases to sample from; the dataset needs at least one labelled case")
         indices = self._labeled_order.take(n)

@@ -151,7 +151,8 @@ def _reference_step(run: _Runner, xl, yl, unlabeled, config, thresholds, generat
     xu = unlabeled["image"]
     nl, nu = xl.shape[0], xu.shape[0]
     spatial = tuple(xu.shape[2:])
-    su = strong_view(xu, unlabeled["volume_min"], unlabeled["volume_max"], generator, "reference")
+    su = strong_view(xu, unlabeled["volume_min"], unlabeled["volume_max"], generator, "reference",
+                     unlabeled.get("valid"))
 
     # Pass 1: weak views (labelled + unlabelled).
     if config.lean:
@@ -198,7 +199,8 @@ def _paper_step(run: _Runner, xl, yl, unlabeled, config, generator) -> StepResul
     xu = unlabeled["image"]
     nl, nu = xl.shape[0], xu.shape[0]
     spatial = tuple(xu.shape[2:])
-    su = strong_view(xu, unlabeled["volume_min"], unlabeled["volume_max"], generator, "paper")
+    su = strong_view(xu, unlabeled["volume_min"], unlabeled["volume_max"], generator, "paper",
+                     unlabeled.get("valid"))
     ones = torch.ones((nl,) + spatial, device=xl.device)
 
     out_w, att_w = run.forward(torch.cat([xl, xu]), attention=True)

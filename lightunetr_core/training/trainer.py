@@ -140,6 +140,10 @@ class Trainer:
 
         c = self.config
         torch.manual_seed(c.seed)  # identical initial weights on every rank
+        if torch.cuda.is_available():
+            # As the reference (spec §3.1): reproducible cuDNN kernels on the GPU.
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         model = build_model(c.architecture, **c.architecture_args)
         if c.init_state is not None:
             model.load_state_dict(c.init_state, strict=True)

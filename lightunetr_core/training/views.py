@@ -43,9 +43,14 @@ def strong_view(
     volume_max: torch.Tensor,
     generator: torch.Generator,
     variant: str = "reference",
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Strong view of a batch of crops ``image`` (n, C, X, Y, Z) whose cases span
-    ``volume_min`` … ``volume_max`` (n, C). ``variant`` is ``"reference"`` or ``"paper"``."""
+    ``volume_min`` … ``volume_max`` (n, C). ``variant`` is ``"reference"`` or ``"paper"``.
+
+    ``valid`` (n, X, Y, Z) marks voxels inside the volume; the others are zero padding of a volume
+    smaller than the patch. The reference augments the whole volume first and pads afterwards, so
+    padding stays exactly 0 in the strong view (no γ, no noise)."""
     if variant not in ("reference", "paper"):
         raise ValueError(f"unknown strong-view variant {variant!r}; use 'reference' or 'paper'")
     n = image.shape[0]
@@ -53,12 +58,18 @@ def strong_view(
     gamma = _uniform(n, *GAMMA_RANGE, generator).to(image.device, torch.float32)
     out = unit.pow(gamma.reshape((n,) + (1,) * (image.ndim - 1)))
     if variant == "paper":
-        return out * scale + vmin
+        return _zero_padding(out * scale + vmin, valid)
     apply = torch.rand(n, generator=generator, dtype=torch.float64) < NOISE_PROBABILITY
     sigma = _uniform(n, 0.0, NOISE_MAX_STD, generator) * apply
     noise = torch.randn(image.shape, generator=generator, dtype=torch.float32)
     noise = noise * sigma.to(torch.float32).reshape((n,) + (1,) * (image.ndim - 1))
-    return out + noise.to(image.device)
+    return _zero_padding(out + noise.to(image.device), valid)
+
+
+def _zero_padding(view: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    if valid is None:
+        return view
+    return torch.where(valid.to(view.device).unsqueeze(1), view, torch.zeros((), dtype=view.dtype, device=view.device))
 
 
 def weak_view(image: torch.Tensor) -> torch.Tensor:
