@@ -8,7 +8,7 @@ import re
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ["LightUNETRSegmentation", "SegmentEditorLightUNETR", "LightUNETRTraining"]
+MODULES = ["LightUNETRSegmentation", "LightUNETRTraining"]
 PACKAGED = (".py", ".ui", ".png", ".svg", ".json", ".csv", ".txt")
 
 
@@ -56,7 +56,7 @@ def test_top_level_cmake_declares_extension():
     assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch', text)
     assert re.search(r'set\(EXTENSION_CATEGORY\s+"Segmentation"\)', text)
     assert "project(LightUNETR)" in text
-    for module in ("LightUNETRSegmentation", "SegmentEditorLightUNETR", "LightUNETRTraining"):
+    for module in MODULES:
         assert f"add_subdirectory({module})" in text
     assert "lightunetr_core" in text and "Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR" in text
 
@@ -64,7 +64,7 @@ def test_top_level_cmake_declares_extension():
 def test_icons_are_128px_png():
     import sys
 
-    sys.path.insert(0, os.path.join(REPO, "tests", "slicer"))
+    sys.path.insert(0, os.path.join(REPO, "tests", "slicer_scene"))
     from make_icons import ICONS, draw, read_png
 
     for rel, kind in ICONS.items():

@@ -129,13 +129,32 @@ def crop_to_roi(volumeNode, roiNode, name: str | None = None):
     """Voxel-exact crop of ``volumeNode`` to a markups ROI; returns a new volume node in the scene whose
     voxels are a sub-grid of the input's (no resampling). Raises :class:`VolumeIOError` if they do not
     overlap."""
-    import numpy as np
-    import vtk
-
     box = roi_ijk_box(volumeNode, roiNode)
     if box is None:
         raise VolumeIOError("The ROI does not overlap the input volume; move or resize the ROI.")
-    (i0, j0, k0), (i1, j1, k1) = box
+    return crop_to_box(volumeNode, box, name)
+
+
+def clip_box(volumeNode, box):
+    """``box`` ((i0, j0, k0), (i1, j1, k1), inclusive) clipped to the volume's voxels, or None when empty."""
+    import numpy as np
+
+    dims = np.array(volumeNode.GetImageData().GetDimensions())
+    lo = np.maximum(np.asarray(box[0], int), 0)
+    hi = np.minimum(np.asarray(box[1], int), dims - 1)
+    return None if (hi < lo).any() else (lo, hi)
+
+
+def crop_to_box(volumeNode, box, name: str | None = None):
+    """Voxel-exact crop of ``volumeNode`` to an inclusive IJK box; returns a new volume node in the scene
+    whose voxels are a sub-grid of the input's (no resampling)."""
+    import numpy as np
+    import vtk
+
+    clipped = clip_box(volumeNode, box)
+    if clipped is None:
+        raise VolumeIOError("The region does not overlap the input volume.")
+    (i0, j0, k0), (i1, j1, k1) = clipped
     arr = slicer.util.arrayFromVolume(volumeNode)[k0 : k1 + 1, j0 : j1 + 1, i0 : i1 + 1].copy()
     scene = _scene(volumeNode)
     out = scene.AddNewNodeByClass(volumeNode.GetClassName(), name or f"{volumeNode.GetName()}-roi")

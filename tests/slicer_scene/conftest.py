@@ -2,7 +2,7 @@
 
 slicer-core is bootstrapped ONCE per session (see slicer_bootstrap.py; bootstrapping twice registers
 the segmentation converter rules twice) and the scene is cleared with ``scene.Clear(0)`` after every
-test. The module folders (LightUNETRSegmentation, SegmentEditorLightUNETR, LightUNETRTraining) are put on
+test. The module folders (LightUNETRSegmentation, LightUNETRTraining) are put on
 ``sys.path`` the way Slicer puts its scripted-module folders on it.
 
 Other test folders reuse this with ``pytest_plugins`` or by importing ``slicer_bootstrap``.
@@ -17,7 +17,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-for sub in ("LightUNETRSegmentation", "SegmentEditorLightUNETR", "LightUNETRTraining"):
+for sub in ("LightUNETRSegmentation", "LightUNETRTraining"):
     path = os.path.join(REPO, sub)
     if os.path.isdir(path) and path not in sys.path:
         sys.path.insert(0, path)

@@ -149,8 +149,7 @@ def draw(kind: str) -> np.ndarray:
 
 ICONS = {
     "LightUNETRSegmentation/Resources/Icons/LightUNETRSegmentation.png": "segmentation",
-    "SegmentEditorLightUNETR/SegmentEditorLightUNETRLib/SegmentEditorEffect.png": "effect",
-    "SegmentEditorLightUNETR/Resources/Icons/SegmentEditorLightUNETR.png": "effect",
+    "LightUNETRSegmentation/Resources/Icons/SegmentEditorLightUNETR.png": "effect",
     "LightUNETR.png": "extension",
     "LightUNETRTraining/Resources/Icons/LightUNETRTraining.png": "training",
 }
