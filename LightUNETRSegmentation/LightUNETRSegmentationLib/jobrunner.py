@@ -68,6 +68,14 @@ def core_command(command: str, *args: str, python: str | None = None) -> list[st
     return [python or python_executable(), "-u", "-m", "lightunetr_core", command, *[str(a) for a in args]]
 
 
+def no_window_kwargs() -> dict:
+    """``subprocess`` keyword arguments that keep a child process from opening a console window on
+    Windows (Slicer is a GUI application; every ``taskkill`` or ``python`` child would flash one)."""
+    if os.name == "nt":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)}
+    return {}
+
+
 def job_environment(extra: dict | None = None, cpu_only: bool = False) -> dict:
     env = dict(os.environ)
     core = core_pythonpath()
@@ -92,6 +100,9 @@ class JobRunner:
         on_log: ``f(line)`` for non-JSON output lines (stderr and stray stdout).
         on_finished: ``f(runner)`` once, after the process ended (called from :meth:`poll`).
         grace_s: seconds between the cancel file and terminating the process tree.
+        protocol: False for a command that does not speak the job protocol (``pip``): no ``--events`` /
+            ``--cancel-file`` options are added, every output line is a log line and cancel terminates
+            the process tree at once.
     """
 
     def __init__(
@@ -104,26 +115,31 @@ class JobRunner:
         on_finished: Callable[["JobRunner"], None] | None = None,
         grace_s: float = 10.0,
         name: str = "job",
+        protocol: bool = True,
     ) -> None:
         self.name = name
         self.args = list(args)
         self.env = env if env is not None else job_environment()
         self.cwd = cwd
         self.on_event, self.on_log, self.on_finished = on_event, on_log, on_finished
-        self.grace_s = grace_s
+        self.grace_s = grace_s if protocol else 0.0
+        self.protocol = protocol
         self._own_dir = tempfile.mkdtemp(prefix="LightUNETR-job-")
-        if "--cancel-file" in self.args:
-            self.cancel_file = self.args[self.args.index("--cancel-file") + 1]
-        else:
-            self.cancel_file = os.path.join(self._own_dir, "cancel")
-            self.args += ["--cancel-file", self.cancel_file]
-        if "--events" not in self.args:
-            self.args += ["--events", "json"]
+        self.cancel_file = None
+        if protocol:
+            if "--cancel-file" in self.args:
+                self.cancel_file = self.args[self.args.index("--cancel-file") + 1]
+            else:
+                self.cancel_file = os.path.join(self._own_dir, "cancel")
+                self.args += ["--cancel-file", self.cancel_file]
+            if "--events" not in self.args:
+                self.args += ["--events", "json"]
         self.process: subprocess.Popen | None = None
         self.status = PENDING
         self.returncode: int | None = None
         self.events: list[dict] = []
-        self.log_lines: list[str] = []
+        self.log_lines: list[str] = []  # every non-event output line, stdout and stderr
+        self.stdout_lines: list[str] = []  # the non-event lines of stdout only
         self.outputs: list[dict] = []
         self.fraction: float | None = None
         self.stage: str = ""
@@ -145,7 +161,7 @@ class JobRunner:
             raise RuntimeError("job already started")
         kwargs = {}
         if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | no_window_kwargs()["creationflags"]
         else:
             kwargs["start_new_session"] = True  # own process group: the whole tree can be signalled
         logger.info("LightUNETR %s: %s", self.name, " ".join(self.args))
@@ -183,7 +199,7 @@ class JobRunner:
             line = line.rstrip("\r\n")
             if not line:
                 continue
-            if is_stdout and line.startswith("{"):
+            if self.protocol and is_stdout and line.startswith("{"):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
@@ -191,7 +207,7 @@ class JobRunner:
                 if isinstance(record, dict) and "event" in record:
                     self._queue.put(("event", record))
                     continue
-            self._queue.put(("log", line))
+            self._queue.put(("stdout" if is_stdout else "log", line))
         stream.close()
 
     def _waiter(self) -> None:
@@ -210,8 +226,10 @@ class JobRunner:
                 break
             if kind == "event":
                 self._handle_event(payload)
-            elif kind == "log":
+            elif kind in ("log", "stdout"):
                 self.log_lines.append(payload)
+                if kind == "stdout":
+                    self.stdout_lines.append(payload)
                 if self.on_log:
                     self.on_log(payload)
             elif kind == "exit":
@@ -290,11 +308,12 @@ class JobRunner:
         if self.status in FINAL_STATES:
             return
         self._cancel_requested = True
-        try:
-            with open(self.cancel_file, "w", encoding="utf-8") as f:
-                f.write("cancel\n")
-        except OSError:
-            pass
+        if self.cancel_file:
+            try:
+                with open(self.cancel_file, "w", encoding="utf-8") as f:
+                    f.write("cancel\n")
+            except OSError:
+                pass
         grace = self.grace_s if grace_s is None else grace_s
         t = threading.Thread(target=self._escalate, args=(grace,), daemon=True)
         t.start()
@@ -319,11 +338,15 @@ class JobRunner:
         except subprocess.TimeoutExpired:
             return False
 
-    def kill(self) -> None:
-        """Kill the whole tree immediately (used at application exit)."""
+    def kill(self, wait_s: float = 0.0) -> None:
+        """Kill the whole tree immediately (module cleanup, application exit), wait up to ``wait_s`` for
+        it to be gone, and remove the runner's own temporary folder."""
         if self.process is not None and self.process.poll() is None:
             self._cancel_requested = True
             terminate_tree(self.process.pid, kill=True)
+            if wait_s:
+                self._wait_exit(wait_s)
+        self._cleanup_files()
 
     def _cleanup_files(self) -> None:
         shutil.rmtree(self._own_dir, ignore_errors=True)
@@ -375,7 +398,7 @@ def terminate_tree(pid: int, kill: bool = False) -> None:
     children = descendant_pids(pid)
     if os.name == "nt":
         args = ["taskkill", "/T", "/PID", str(pid)] + (["/F"] if kill else [])
-        subprocess.run(args, capture_output=True)
+        subprocess.run(args, capture_output=True, **no_window_kwargs())
         return
     sig = signal.SIGKILL if kill else signal.SIGTERM
     try:
