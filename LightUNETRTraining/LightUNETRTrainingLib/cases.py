@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 
 import slicer
 
+from LightUNETRSegmentationLib import generated
+
 ROLES = ("labeled", "unlabeled", "validation", "ignore")
-#: Node attribute set on the segmentations and uncertainty maps that a training job made for the
-#: unlabelled cases: such a segmentation is attached to its volume but the case stays "unlabeled" until
-#: the user reviewed it and sets the role to "labeled"; uncertainty maps are never cases.
-GENERATED_ATTRIBUTE = "LightUNETR.Generated"
 ROLES_WITH_LABEL = ("labeled", "validation")
 CSE_RECIPES = ("cse-reference", "cse-paper")
 RECIPES = CSE_RECIPES + ("supervised",)
@@ -39,15 +37,6 @@ def volume_ijk_to_ras(volumeNode):
     m = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(m)
     return _matrix(m)
-
-
-def is_scalar_volume(node) -> bool:
-    return (node is not None and node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
-            and not node.GetHideFromEditors())
-
-
-def is_generated(node) -> bool:
-    return node is not None and bool(node.GetAttribute(GENERATED_ATTRIBUTE))
 
 
 def safe_case_id(name: str, taken: set) -> str:
@@ -183,6 +172,11 @@ class CaseRow:
     def has_label(self) -> bool:
         return self.role in ROLES_WITH_LABEL
 
+    @property
+    def review(self) -> str:
+        """The segmentation's :func:`generated.review_state` (``not generated`` for the user's own)."""
+        return generated.review_state(self.segmentation) if self.segmentation is not None else generated.NOT_GENERATED
+
     def __repr__(self):
         seg = self.segmentation.GetName() if self.segmentation is not None else None
         return f"<CaseRow {self.case_id} {self.role} volume={self.name!r} segmentation={seg!r} problems={len(self.problems)}>"
@@ -203,8 +197,9 @@ class CaseTable:
         """Every scalar volume of the scene (or under the subject-hierarchy item ``folderItemId``), each
         with its matching segmentation; role ``labeled`` when it has one, else ``unlabeled``."""
         scene = scene or slicer.mrmlScene
-        volumes = [n for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if is_scalar_volume(n) and not is_generated(n)]
-        segmentations = [n for n in _nodes(scene, "vtkMRMLSegmentationNode") if not n.GetHideFromEditors()]
+        volumes = [n for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if generated.is_input_volume(n)]
+        segmentations = [n for n in _nodes(scene, "vtkMRMLSegmentationNode")
+                         if not n.GetHideFromEditors() and generated.generated_kind(n) != "preview"]
         if folderItemId:
             inside = _items_under(scene, folderItemId)
             volumes = [v for v in volumes if _sh_item(v) in inside]
@@ -213,7 +208,8 @@ class CaseTable:
         rows = []
         for v in volumes:
             seg = matches.get(v.GetID())
-            rows.append(CaseRow(v, seg, "labeled" if seg is not None and not is_generated(seg) else "unlabeled"))
+            # AI output stays an unlabelled case until each of its AI segments was reviewed.
+            rows.append(CaseRow(v, seg, "labeled" if seg is not None and generated.usable_as_label(seg) else "unlabeled"))
         return cls(rows)
 
     @classmethod
@@ -310,6 +306,11 @@ class CaseTable:
                 continue
             if row.volume.GetImageData() is None:
                 continue
+            if not generated.usable_as_label(row.segmentation):
+                row.problems.append(
+                    f"'{row.segmentation.GetName()}' holds AI segments not yet reviewed "
+                    f"({', '.join(generated.unreviewed_segment_names(row.segmentation))}); check them, then edit them "
+                    "or set their status to Completed in the Segment Editor, or click 'Mark reviewed'.")
             grid = segmentation_grid_problem(row.segmentation, row.volume)
             if grid:
                 row.problems.append(grid)

@@ -7,6 +7,25 @@ from dataclasses import asdict, dataclass, field
 
 RECIPES = ("cse-reference", "cse-paper", "supervised")
 ARCHITECTURES = ("lightunetr", "lightunetr_large")
+MODALITIES = ("MR", "CT", "other")
+#: Inclusive ranges of the integer options (the Training module's spin boxes and parameter node use them).
+RANGES = {
+    "iterations": (1, 1_000_000),
+    "batch_labeled": (1, 64),
+    "batch_unlabeled": (0, 64),
+    "val_every": (0, 1_000_000),
+}
+
+
+def parse_patch_size(text: str) -> tuple:
+    """``"96,96,96"``, ``"96x96x96"``, ``"96 96 96"`` or ``"96"`` → a tuple of ints (``()`` when unreadable;
+    :meth:`TrainingConfig.problems` then says what is wrong)."""
+    parts = [p for p in re.split(r"[\s,x×]+", str(text).strip().lower()) if p]
+    try:
+        patch = tuple(int(p) for p in parts)
+    except ValueError:
+        return ()
+    return patch * 3 if len(patch) == 1 else patch
 
 
 @dataclass
@@ -43,8 +62,11 @@ class TrainingConfig:
             out.append(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
         if self.architecture not in ARCHITECTURES:
             out.append(f"Unknown architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}.")
-        if int(self.iterations) < 1:
-            out.append("Iterations must be at least 1.")
+        if self.modality not in MODALITIES:
+            out.append(f"Unknown modality {self.modality!r}; use one of {', '.join(MODALITIES)}.")
+        lo, hi = RANGES["iterations"]
+        if not lo <= int(self.iterations) <= hi:
+            out.append(f"Iterations must be between {lo} and {hi}.")
         ps = tuple(int(p) for p in self.patch_size)
         if len(ps) != 3 or any(p < 16 or p % 16 for p in ps):
             out.append(f"Patch size {list(ps)}: every axis must be a multiple of 16 (e.g. 96x96x96).")

@@ -65,49 +65,102 @@ def export_labelmap(segmentationNode, classes, referenceVolumeNode, path: str) -
         segments.remove_node(labelmap)
 
 
+class CaseExport:
+    """The export of a checked case table, one case per :meth:`step` (a volume written through a storage
+    node takes up to a second or so; exporting one case per timer tick keeps Slicer responsive instead of
+    freezing it for the whole table). Everything goes to a hidden temporary folder renamed to
+    ``<jobFolder>/data`` only after the last case, so an aborted or failed export leaves nothing behind.
+
+    ``start()`` checks and prepares; ``step()`` → True when finished (``result`` is then set);
+    ``abort()`` removes what was written.
+    """
+
+    def __init__(self, table: CaseTable, jobFolder: str, config=None, name: str | None = None):
+        from .config import as_config
+
+        self.table = table
+        self.config = as_config(config)
+        self.name = name or self.config.name
+        self.jobFolder = os.path.abspath(os.fspath(jobFolder))
+        self.final = os.path.join(self.jobFolder, "data")
+        self.tmp: str | None = None
+        self.rows = [r for r in table.rows if r.role != "ignore"]
+        self.done_count = 0
+        self.files: dict = {}
+        self.cases: list = []
+        self.classes: list = []
+        self.result: ExportResult | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    def start(self) -> "CaseExport":
+        if not self.table.check(self.config):
+            raise ExportError("The case table has problems:\n" + self.table.report())
+        self.classes = self.table.classes
+        os.makedirs(self.jobFolder, exist_ok=True)
+        if os.path.exists(self.final):
+            raise ExportError(f"{self.final} already exists; choose a new job folder.")
+        self.tmp = os.path.join(self.jobFolder, f".data-tmp-{uuid.uuid4().hex[:8]}")
+        os.makedirs(self.tmp)
+        return self
+
+    def step(self) -> bool:
+        """Export the next case (or finish); True when the export is complete. Raises :class:`ExportError`
+        after removing the partial export."""
+        if self.result is not None:
+            return True
+        try:
+            if self.done_count < len(self.rows):
+                self._export_row(self.rows[self.done_count])
+                self.done_count += 1
+                return False
+            self._finish()
+            return True
+        except Exception as exc:
+            self.abort()
+            if isinstance(exc, (ExportError, volumeio.VolumeIOError)):
+                raise ExportError(str(exc)) from exc
+            raise
+
+    def _export_row(self, row) -> None:
+        if row.volume.GetScene() is None or (row.segmentation is not None and row.has_label
+                                             and row.segmentation.GetScene() is None):
+            raise ExportError(f"case '{row.name}' was removed from the scene during the export.")
+        image_dir, label_dir = FOLDERS[row.role]
+        image_rel = f"{image_dir}/{row.case_id}_0000.nrrd"
+        volumeio.export_volume(row.volume, os.path.join(self.tmp, image_rel))
+        label_rel = None
+        if label_dir:
+            label_rel = f"{label_dir}/{row.case_id}.nrrd"
+            export_labelmap(row.segmentation, self.classes, row.volume, os.path.join(self.tmp, label_rel))
+        self.cases.append({"id": row.case_id, "images": [image_rel], "label": label_rel, "role": row.role,
+                           "volume": row.name, "segmentation": row.segmentation.GetName() if label_rel else None})
+        self.files[row.case_id] = {"image": os.path.join(self.final, image_rel),
+                                   "label": os.path.join(self.final, label_rel) if label_rel else None, "role": row.role}
+
+    def _finish(self) -> None:
+        labels = {"0": "background", **{str(k + 1): c for k, c in enumerate(self.classes)}}
+        manifest = {"name": self.name, "modalities": [self.config.modality], "labels": labels, "cases": self.cases}
+        if self.config.target_spacing:
+            manifest["preprocessing"] = {"target_spacing": [float(s) for s in self.config.target_spacing]}
+        with open(os.path.join(self.tmp, MANIFEST_NAME), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+        os.replace(self.tmp, self.final)
+        self.tmp = None
+        self.result = ExportResult(os.path.join(self.final, MANIFEST_NAME), self.final, self.files, labels)
+
+    def abort(self) -> None:
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
 def export_cases(table: CaseTable, jobFolder: str, config=None, name: str | None = None) -> ExportResult:
     """Write every non-ignored case of ``table`` to ``<jobFolder>/data`` and its manifest
-    ``dataset.json``. The table must have passed :meth:`CaseTable.check`."""
-    from .config import as_config
-
-    config = as_config(config)
-    if not table.check(config):
-        raise ExportError("The case table has problems:\n" + table.report())
-    classes = table.classes
-    jobFolder = os.path.abspath(os.fspath(jobFolder))
-    os.makedirs(jobFolder, exist_ok=True)
-    final = os.path.join(jobFolder, "data")
-    if os.path.exists(final):
-        raise ExportError(f"{final} already exists; choose a new job folder.")
-    tmp = os.path.join(jobFolder, f".data-tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
-        files, cases = {}, []
-        for row in table.rows:
-            if row.role == "ignore":
-                continue
-            image_dir, label_dir = FOLDERS[row.role]
-            image_rel = f"{image_dir}/{row.case_id}_0000.nrrd"
-            volumeio.export_volume(row.volume, os.path.join(tmp, image_rel))
-            label_rel = None
-            if label_dir:
-                label_rel = f"{label_dir}/{row.case_id}.nrrd"
-                export_labelmap(row.segmentation, classes, row.volume, os.path.join(tmp, label_rel))
-            cases.append({"id": row.case_id, "images": [image_rel], "label": label_rel, "role": row.role,
-                          "volume": row.name,
-                          "segmentation": row.segmentation.GetName() if label_rel else None})
-            files[row.case_id] = {"image": os.path.join(final, image_rel),
-                                  "label": os.path.join(final, label_rel) if label_rel else None, "role": row.role}
-        labels = {"0": "background", **{str(k + 1): c for k, c in enumerate(classes)}}
-        manifest = {"name": name or config.name, "modalities": [config.modality], "labels": labels, "cases": cases}
-        if config.target_spacing:
-            manifest["preprocessing"] = {"target_spacing": [float(s) for s in config.target_spacing]}
-        with open(os.path.join(tmp, MANIFEST_NAME), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-        os.replace(tmp, final)
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, (ExportError, volumeio.VolumeIOError)):
-            raise ExportError(str(exc)) from exc
-        raise
-    return ExportResult(os.path.join(final, MANIFEST_NAME), final, files, labels)
+    ``dataset.json`` at once (console API; the GUI exports case by case with :class:`CaseExport`)."""
+    export = CaseExport(table, jobFolder, config, name).start()
+    while not export.step():
+        pass
+    return export.result

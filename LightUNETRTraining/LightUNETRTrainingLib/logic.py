@@ -29,14 +29,14 @@ import slicer
 from LightUNETRSegmentationLib import jobrunner
 from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
 
-from .cases import GENERATED_ATTRIBUTE, CaseTable
+from .cases import CaseTable
 from .config import TrainingConfig, as_config
-from .export import ExportError, export_cases
+from .export import CaseExport, ExportError
 from .plot import TrainingPlot
 
 logger = logging.getLogger("LightUNETR")
 
-PENDING, RUNNING, STOPPING, STOPPED = "pending", "running", "stopping", "stopped"
+PENDING, EXPORTING, RUNNING, STOPPING, STOPPED = "pending", "exporting", "running", "stopping", "stopped"
 SEGMENTING, COMPLETED, FAILED, CANCELLED = "segmenting", "completed", "failed", "cancelled"
 FINAL = (STOPPED, COMPLETED, FAILED, CANCELLED)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -51,8 +51,12 @@ def _safe(name: str) -> str:
 
 
 class TrainingJob:
-    """One training run and what follows it. ``status``: pending → running → (stopping → stopped →
-    running ...) → segmenting → completed, or failed / cancelled."""
+    """One training run and what follows it. ``status``: pending → exporting (one case per ``poll()``) →
+    running → (stopping → stopped → running ...) → segmenting → completed, or failed / cancelled.
+
+    ``detached`` (set when the scene closes): the job no longer touches the scene: a stop writes its
+    checkpoint and the process ends on its own, a finished training is registered in the model library,
+    but nothing is segmented or plotted."""
 
     def __init__(self, logic, table: CaseTable, config: TrainingConfig, jobFolder: str | None, callbacks: dict):
         self.logic = logic
@@ -88,6 +92,8 @@ class TrainingJob:
         self.queue = None
         self.results: list = []  # per unlabelled case: volume, segmentation, uncertainty, meanUncertainty, ok, message
         self.ranking: list = []  # results with an uncertainty, most uncertain first
+        self.export: CaseExport | None = None
+        self.detached = False
         self._stop_requested = False
 
     # ------------------------------------------------------------------ state
@@ -146,18 +152,32 @@ class TrainingJob:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.folder = os.path.join(self.logic.jobsFolder, f"{_safe(self.modelName)}-{stamp}")
         try:
-            export = export_cases(self.table, self.folder, self.config, name=self.modelName)
+            self.export = CaseExport(self.table, self.folder, self.config, name=self.modelName).start()
         except (ExportError, OSError) as exc:
             self._finish(FAILED, f"Could not export the training cases: {exc}")
             return self
-        self.manifest = export.manifest
+        self.status = EXPORTING
+        self.stage = "export"
+        self.message = f"Exporting {self.export.total} case(s)..."
+        self.logic.activeJobs.append(self)
+        return self
+
+    def _export_step(self) -> None:
+        """Export one case; launch training after the last one."""
+        try:
+            finished = self.export.step()
+        except (ExportError, OSError) as exc:
+            self._finish(FAILED, f"Could not export the training cases: {exc}")
+            return
+        if not finished:
+            self.message = f"Exporting case {self.export.done_count}/{self.export.total}..."
+            return
+        self.manifest = self.export.result.manifest
         self.runDir = os.path.join(self.folder, "run")
-        if self.config.plot:
+        if self.config.plot and not self.detached:
             scene = self.table.rows[0].volume.GetScene() if self.table.rows else slicer.mrmlScene
             self.plot = TrainingPlot(scene, self.modelName)
-        self.logic.activeJobs.append(self)
         self._launch(resume=False)
-        return self
 
     def _launch(self, resume: bool) -> None:
         config = self.config
@@ -242,7 +262,8 @@ class TrainingJob:
     def _after_training(self) -> None:
         seg_logic = self.logic.segmentationLogic
         try:
-            apply_segment_appearance(self.bundlePath, self.table)
+            if not self.detached:
+                apply_segment_appearance(self.bundlePath, self.table)
         except (OSError, ValueError) as exc:  # cosmetic: keep the engine's default colours
             logger.warning("LightUNETR training: could not copy segment colours into the model card: %s", exc)
         try:
@@ -254,7 +275,8 @@ class TrainingJob:
             self._finish(FAILED, f"Training finished but the model could not be registered: {exc} "
                                  f"(bundle: {self.bundlePath})")
             return
-        volumes = [r.volume for r in self.table.by_role("unlabeled") if r.volume.GetScene() is not None]
+        volumes = [] if self.detached else [r.volume for r in self.table.by_role("unlabeled")
+                                            if r.volume.GetScene() is not None]
         if not (self.config.segment_unlabeled or self.config.rank_uncertainty) or not volumes:
             self._finish(COMPLETED, self._summary())
             return
@@ -271,10 +293,7 @@ class TrainingJob:
         import numpy as np
 
         self.results = []
-        for j in self.queue.jobs:
-            for node in (j.segmentationNode if j.ok else None, j.uncertaintyNode):
-                if node is not None:
-                    node.SetAttribute(GENERATED_ATTRIBUTE, self.modelName)
+        for j in self.queue.jobs:  # the segmentation logic marked its nodes as generated (needs review)
             mean = None
             if j.ok and j.uncertaintyNode is not None:
                 mean = float(np.mean(slicer.util.arrayFromVolume(j.uncertaintyNode)))
@@ -301,7 +320,9 @@ class TrainingJob:
     # ------------------------------------------------------------------ control
     def poll(self) -> bool:
         """Handle new output; True while something is still running."""
-        if self.status in (RUNNING, STOPPING) and self.runner is not None:
+        if self.status == EXPORTING:
+            self._export_step()
+        elif self.status in (RUNNING, STOPPING) and self.runner is not None:
             self.runner.poll()
         elif self.status == SEGMENTING and self.queue is not None:
             self._poll_queue()
@@ -329,6 +350,9 @@ class TrainingJob:
             self.queue.cancel()
             if block:
                 self.wait(timeout=60)
+        elif self.status == EXPORTING:
+            self.export.abort()
+            self._finish(CANCELLED, "Training cancelled during the export of the cases; nothing was kept.")
         elif self.status == PENDING:
             self._finish(CANCELLED, "Training cancelled before it started.")
 
@@ -343,18 +367,34 @@ class TrainingJob:
         return self
 
     def kill(self) -> None:
+        if self.export is not None and self.status == EXPORTING:
+            self.export.abort()
         if self.runner is not None:
-            self.runner.kill()
+            self.runner.kill(wait_s=5.0)
         if self.queue is not None:
             self.queue.cancel()
+            for j in self.queue.jobs:
+                j.kill()
+
+    def detach(self) -> None:
+        """Forget the scene (it is closing): stop without waiting, drop the plot, touch no node again."""
+        self.detached = True
+        self.plot = None
+        if self.status == SEGMENTING and self.queue is not None:
+            self.queue.cancel()
+            for j in self.queue.jobs:
+                j.kill()
+            self._finish(COMPLETED, self._summary() + " The scene was closed before the unlabelled cases were segmented.")
+            return
+        self.stop()
 
 
 class TrainingLogic:
     """Qt-free logic; the module's ``LightUNETRTrainingLogic`` is a thin subclass of this.
 
     Args:
-        segmentationLogic: the segmentation module's logic (its model library and queue are used);
-            default: ``slicer.modules.lightunetrsegmentation.logic()`` in Slicer, else a new one.
+        segmentationLogic: the segmentation logic whose model library and queue are used; default: the
+            session's shared one (:func:`LightUNETRSegmentationLib.logic.shared_logic`).
         jobsFolder: where job folders (exported data + run folder) are created.
     """
 
@@ -373,14 +413,9 @@ class TrainingLogic:
     @property
     def segmentationLogic(self):
         if self._segmentationLogic is None:
-            try:
-                self._segmentationLogic = slicer.util.getModuleLogic("LightUNETRSegmentation")
-            except Exception:  # slicer-core / module not loaded
-                self._segmentationLogic = None
-            if self._segmentationLogic is None:
-                from LightUNETRSegmentationLib.logic import SegmentationLogic
+            from LightUNETRSegmentationLib.logic import shared_logic
 
-                self._segmentationLogic = SegmentationLogic()
+            self._segmentationLogic = shared_logic()
         return self._segmentationLogic
 
     @segmentationLogic.setter
@@ -405,15 +440,21 @@ class TrainingLogic:
         self._observations = []
 
     def onSceneStartClose(self, caller=None, event=None) -> None:
-        """The scene is closing: stop every running job now (checkpoint written, process gone) so no
-        process outlives its nodes and no result lands in the next scene."""
+        """The scene is closing: every running job is detached from it and asked to stop (the engine
+        writes its checkpoint and exits within seconds, while Slicer goes on; Resume continues from it).
+        Nothing waits here: a blocking stop froze Slicer for up to a minute."""
         for job in list(self.activeJobs):
             logger.info("LightUNETR training: scene closing, stopping %s", job)
-            job.stop(block=True)
-            job.plot = None
+            job.detach()
 
     def onSceneEndClose(self, caller=None, event=None) -> None:
         self.activeJobs = [j for j in self.activeJobs if not j.done]
+
+    def poll(self) -> bool:
+        """Poll every active job (also the detached ones, until their process is gone); True while any runs."""
+        for job in list(self.activeJobs):
+            job.poll()
+        return any(not j.done for j in self.activeJobs)
 
     # ------------------------------------------------------------------ setup
     def caseTable(self, folderItemId: int | None = None, scene=None) -> CaseTable:

@@ -199,6 +199,46 @@ def export_check_scenario(tmpdir):
     return result
 
 
+def review_scenario():
+    """An AI segmentation (as the Segmentation module or a training run leaves it) is an unlabelled case
+    until each of its AI segments was reviewed: edited or completed in the Segment Editor, or confirmed
+    with "Mark reviewed"; a flagged segment keeps it out. The user's own segmentations are labelled."""
+    from LightUNETRSegmentationLib import generated
+
+    from .cases import CaseTable
+    from .config import TrainingConfig
+
+    add_case("own", 1)
+    _, ai_seg, _ = add_case("ai", 2)
+    generated.mark_generated(ai_seg, "MyModel", "segmentation")
+    for i in range(ai_seg.GetSegmentation().GetNumberOfSegments()):
+        generated.mark_generated_segment(ai_seg.GetSegmentation().GetNthSegment(i), "MyModel")
+    add_case("free", 3, labeled=False)
+    config = TrainingConfig(batch_labeled=1, batch_unlabeled=1)
+
+    def rows():
+        return {r.name: r for r in CaseTable.from_scene().rows}
+
+    r = rows()
+    _expect(r["own"].role == "labeled" and r["own"].review == generated.NOT_GENERATED, f"own case {r['own']}")
+    _expect(r["ai"].role == "unlabeled" and r["ai"].review == generated.NEEDS_REVIEW, f"AI case {r['ai']}")
+    table = CaseTable.from_scene()
+    table.set_role("ai", "labeled")
+    _expect(not table.check(config) and "not yet reviewed" in table.report(), "an unreviewed AI case was accepted")
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    segmentation = ai_seg.GetSegmentation()
+    logic.SetSegmentStatus(segmentation.GetNthSegment(0), logic.InProgress)  # the editor changed one segment
+    _expect(rows()["ai"].role == "unlabeled", "one edited segment of two does not review the whole result")
+    logic.SetSegmentStatus(segmentation.GetNthSegment(1), logic.Flagged)
+    _expect(rows()["ai"].review == generated.FLAGGED, "a flagged segment")
+    generated.mark_reviewed(ai_seg)
+    r = rows()
+    _expect(r["ai"].role == "labeled" and r["ai"].review == generated.REVIEWED, f"after Mark reviewed: {r['ai']}")
+    table = CaseTable.from_scene()
+    _expect(table.check(config), table.report())
+    return table
+
+
 # ---------------------------------------------------------------------- training
 def training_run_scenario(logic, jobFolder, config, timeout=600):
     """A real short training run from the case table of the scene: stop after the first iteration
@@ -214,7 +254,7 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
     job = logic.start(table, config, jobFolder=jobFolder,
                       on_progress=lambda j, ev: seen.__setitem__("progress", seen["progress"] + 1),
                       on_validation=lambda j, ev: seen.__setitem__("validation", seen["validation"] + 1))
-    _expect(job.status == "running", f"training did not start: {job.message}")
+    _expect(job.status in ("exporting", "running"), f"training did not start: {job.message}")
     end = time.monotonic() + timeout
     while job.poll() and job.iteration < 1:
         _expect(time.monotonic() < end, "no training progress in time")

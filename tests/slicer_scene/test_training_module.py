@@ -138,25 +138,51 @@ def test_real_training_stop_resume_register_segment(scene, tmp_path, logic):
     assert logic.uniqueModelName("Tiny") == "Tiny-2"
 
 
-def test_scene_close_stops_training(scene, tmp_path, logic):
+def test_scene_close_stops_training_without_waiting(scene, tmp_path, logic):
+    """Closing the scene detaches the running job and asks it to stop: the close returns at once (it used
+    to wait up to a minute for the checkpoint), the process writes its checkpoint and ends on its own, no
+    process of its tree is left, nothing lands in the next scene, and the run can be resumed."""
     cases = scenarios.training_scene(n_labeled=2, n_unlabeled=2)
-    job = logic.start(logic.caseTable(), tiny_config(iterations=50), jobFolder=str(tmp_path / "job"))
+    job = logic.start(logic.caseTable(), tiny_config(iterations=200), jobFolder=str(tmp_path / "job"))
+    assert job.status == "exporting", job.message
+    while job.status == "exporting":
+        job.poll()  # one case per poll, as the widget's timer does
     assert job.status == "running", job.message
     pid = job.runner.process.pid
     pgid = os.getpgid(pid)
     children = []
-    while job.poll() and not job.events:
+    end = time.monotonic() + TIMEOUT
+    while job.poll() and job.iteration < 1 and time.monotonic() < end:
         children = jobrunner.descendant_pids(pid) or children
         time.sleep(0.05)
-    scene.Clear(0)  # StartCloseEvent: the logic stops the job before the nodes go
-    assert job.done and job.status in ("stopped", "cancelled"), job
-    assert job.runner.process.poll() is not None
+    t0 = time.monotonic()
+    scene.Clear(0)  # StartCloseEvent: the logic detaches and stops the job without waiting
+    assert time.monotonic() - t0 < 2.0, "closing the scene waited for the training process"
+    assert job.detached and not job.done and job.plot is None
+    n_nodes = scene.GetNumberOfNodes()
+    while logic.poll():
+        assert time.monotonic() < end, "the stopped job did not end"
+        time.sleep(0.05)
+    assert job.status == "stopped" and job.resumable, job
     assert job.runner.returncode in (3, -15, -9)
     assert not [p for p in children if os.path.exists(f"/proc/{p}")]
     with pytest.raises(ProcessLookupError):  # nothing of the job's process group is left
         os.killpg(pgid, 0)
+    assert scene.GetNumberOfNodes() == n_nodes, "the detached job added nodes to the new scene"
+    logic.onSceneEndClose()
     assert not logic.activeJobs
     assert cases  # (the nodes were removed by the close)
+
+
+def test_export_one_case_per_poll_and_cancel_leaves_nothing(scene, tmp_path, logic):
+    scenarios.training_scene(n_labeled=2, n_unlabeled=2, shape_kji=(16, 16, 16))
+    job = logic.start(logic.caseTable(), tiny_config(), jobFolder=str(tmp_path / "job"))
+    assert job.status == "exporting" and job.export.total == 4 and job.export.done_count == 0
+    job.poll()
+    assert job.export.done_count == 1 and job.status == "exporting", job.message
+    job.stop()
+    assert job.status == "cancelled" and "nothing was kept" in job.message
+    assert os.listdir(tmp_path / "job") == [], "a partial export was left behind"
 
 
 def test_ui_has_the_widgets_the_module_uses():
