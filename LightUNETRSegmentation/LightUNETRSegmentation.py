@@ -1,16 +1,20 @@
-"""LightUNETRSegmentation: segment volumes with Light-UNETR model bundles.
+"""LightUNETRSegmentation: segment volumes with Light-UNETR model bundles, and the "Light-UNETR" Segment
+Editor effect.
 
-Thin Slicer module: the widget only wires the .ui to :mod:`LightUNETRSegmentationLib.logic`, which is
-Qt-free and tested with pytest against a real MRML scene (slicer-core). The self-test at the bottom
-runs the same scenarios (:mod:`LightUNETRSegmentationLib.scenarios`) inside a real Slicer.
+Thin Slicer module: the widget wires the .ui to the Qt-free :mod:`LightUNETRSegmentationLib.logic`
+(tested with pytest against a real MRML scene from slicer-core). Every Slicer/Qt/CTK call here was looked
+up in Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); tests/test_slicer_contracts.py
+checks the rules that can be checked without Slicer (which widget and annotation pairs bind, which
+methods exist). The self-test at the bottom runs in a real Slicer.
 """
 
-import logging
 import os
+from typing import Annotated
 
 import qt
 import slicer
 import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -19,10 +23,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-try:  # Slicer >= 5.2
-    from slicer.parameterNodeWrapper import parameterNodeWrapper
-except ImportError:  # pragma: no cover
-    parameterNodeWrapper = None
+from LightUNETRSegmentationLib import DOCUMENTATION_URL, parameters
+from LightUNETRSegmentationLib.logic import shared_logic
 
 
 class LightUNETRSegmentation(ScriptedLoadableModule):
@@ -34,31 +36,52 @@ class LightUNETRSegmentation(ScriptedLoadableModule):
         self.parent.contributors = ["LightUNETR developers"]
         self.parent.helpText = (
             "Segment 3-D volumes with Light-UNETR / Light-UNETR-L model bundles (.lightunetr folders). "
-            "The network runs in a background process: Slicer stays responsive, progress and ETA are shown, "
-            "and Cancel stops it. Optional: restrict to an ROI, write an uncertainty map, segment all loaded "
-            "volumes one after another.<br>Console: <code>logic = slicer.util.getModuleLogic('LightUNETRSegmentation'); "
-            "job = logic.process(volume, None, 'ModelName')</code>."
+            "The network runs in a background process: Slicer stays responsive, progress and the time left are "
+            "shown, and Cancel stops it. Optional: restrict to an ROI, write an uncertainty map, segment all loaded "
+            "volumes one after another. The <b>Light-UNETR</b> effect of the Segment Editor uses the same models."
+            f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )
         self.parent.acknowledgementText = (
-            "Light-UNETR: Light-UNETR / CSE (CUHK-AIM-Group). Extension by the LightUNETR developers."
+            "Light-UNETR and CSE: Liu et al., Harnessing Lightweight Transformer with Contextual Synergic "
+            "Enhancement for Efficient 3D Medical Image Segmentation. Extension by the LightUNETR developers."
         )
+        # Register the Segment Editor effect once the Segmentations module is up (as Slicer's
+        # ScriptedSegmentEditorEffect template does, Utilities/Templates/Modules/ScriptedSegmentEditorEffect).
+        slicer.app.connect("startupCompleted()", self.registerEditorEffect)
+        # At exit every job of the session is killed and its temporary copies of patient data removed.
+        slicer.app.connect("aboutToQuit()", self.onAboutToQuit)
+
+    def registerEditorEffect(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as qSlicerSegmentationsEditorEffects
+
+        instance = qSlicerSegmentationsEditorEffects.qSlicerSegmentEditorScriptedEffect(None)
+        # setPythonSource loads the file as a module named after its folder
+        # (qSlicerSegmentEditorScriptedEffect.cxx): a folder of its own, never imported as a package.
+        effectFilename = os.path.join(os.path.dirname(__file__), "SegmentEditorLightUNETRLib", "SegmentEditorEffect.py")
+        instance.setPythonSource(effectFilename.replace("\\", "/"))
+        instance.self().register()
+
+    def onAboutToQuit(self):
+        shared_logic().shutdown()
 
 
-if parameterNodeWrapper is not None:
+@parameterNodeWrapper
+class LightUNETRSegmentationParameterNode:
+    """The module's scene parameters (saved with the scene). ``model`` is the bundle path; the model combo
+    box is filled from the model library, so it is kept in step with this field by the widget."""
 
-    @parameterNodeWrapper
-    class LightUNETRSegmentationParameterNode:
-        inputVolume: slicer.vtkMRMLScalarVolumeNode
-        outputSegmentation: slicer.vtkMRMLSegmentationNode
-        roi: slicer.vtkMRMLMarkupsROINode
-        model: str = ""
-        device: str = "auto"
-        uncertainty: bool = False
-        overlap: float = 0.5
-        largestComponent: bool = False
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    roi: slicer.vtkMRMLMarkupsROINode
+    model: str = ""
+    device: Annotated[str, Choice(list(parameters.DEVICES))] = parameters.DEFAULT_DEVICE
+    uncertainty: bool = False
+    overlap: Annotated[float, WithinRange(*parameters.OVERLAP_RANGE)] = parameters.DEFAULT_OVERLAP
+    largestComponent: bool = False
 
-else:  # pragma: no cover
-    LightUNETRSegmentationParameterNode = None
+
+def _same_path(a, b) -> bool:
+    return bool(a) and bool(b) and os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
 class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -69,8 +92,10 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._report = None
         self._timer = None
-        self._dependenciesChecked = False
+        self._installer = None
+        self._shownJob, self._shownLogLines = None, 0
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -81,43 +106,54 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LightUNETRSegmentationLogic()
 
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda", "mps"])
+        from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
+
+        self._installer = DependencyInstaller(slicer.util.mainWindow())
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.queueButton.connect("clicked(bool)", self.onQueueButton)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
-        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
+        self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.refreshModelsButton.connect("clicked(bool)", lambda checked: self.refreshModels())
         self.ui.environmentButton.connect("clicked(bool)", self.onEnvironmentReport)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
-        self.ui.modelsFolderLineEdit.text = self.logic.library.folder
-        self.ui.modelsFolderLineEdit.connect("editingFinished()", self.onModelsFolderChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelComboChanged)
+        self.ui.modelsFolderPathLineEdit.currentPath = self.logic.library.folder
+        self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.connect("timeout()", self.onTimer)
 
+        self.logic.library.add_listener(self.refreshModels)  # Training and the effect add models too
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.refreshModels()
         self.initializeParameterNode()
-        self.updateButtons()
 
     def cleanup(self):
+        self.setParameterNode(None)
         self.removeObservers()
         if self._timer:
             self._timer.stop()
+        if self._installer:
+            self._installer.cleanup()
         if self.logic:
-            self.logic.shutdown()
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.logic.library.remove_listener(self.refreshModels)
+        # Only this widget's own job: the effect's previews and Training's runs belong to them (a developer
+        # "Reload" cleans up this widget alone); application exit stops everything (onAboutToQuit).
+        if self._job is not None and not self._job.done:
+            self._job.kill()
 
     def enter(self):
         self.initializeParameterNode()
 
     def exit(self):
+        # Release the GUI binding, keep the node: a job that finishes meanwhile still records its output.
         if self._parameterNode and self._parameterNodeGuiTag:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+        if self._parameterNode:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
         if self._job is not None and not self._job.done:
@@ -130,108 +166,149 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
 
     # ------------------------------------------------------------------ parameter node
     def initializeParameterNode(self):
-        if LightUNETRSegmentationParameterNode is None:
-            return
-        self.setParameterNode(LightUNETRSegmentationParameterNode(self.logic.getParameterNode()))
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
-                self._parameterNode.inputVolume = first
+        raw = self.logic.getParameterNode()
+        # Reuse the wrapper of the same node: on Slicer 5.10 disconnectGui leaves the wrapper's observer
+        # behind (parameterNodeWrapper/wrapper.py removes it only from 5.12), one per new wrapper.
+        node = self._parameterNode if self._parameterNode and self._parameterNode.parameterNode is raw else \
+            LightUNETRSegmentationParameterNode(raw)
+        # A scene saved on another machine can hold a device this one does not offer (mps); the combo-box
+        # connector raises on it, which would leave every widget unbound.
+        node.device = parameters.valid_choice(node.device, parameters.DEVICES, parameters.DEFAULT_DEVICE)
+        node.overlap = parameters.clamp(node.overlap, *parameters.OVERLAP_RANGE)
+        if not node.inputVolume:
+            volumes = self.logic.inputVolumes()
+            if volumes:
+                node.inputVolume = volumes[0]
+        self.setParameterNode(node)
 
     def setParameterNode(self, node):
         if self._parameterNode and self._parameterNodeGuiTag:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-        if self._parameterNode:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        if self._parameterNode and self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                                    self.onParameterNodeModified):
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = node
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.refreshModels()
+
+    def onParameterNodeModified(self, caller=None, event=None):
+        # The node is the single source of truth: show the model it holds (a script may have set it).
+        combo = self.ui.modelComboBox
+        if self._parameterNode and (combo.currentData or "") != self._parameterNode.model:
+            index = combo.findData(self._parameterNode.model)
+            if index >= 0:
+                combo.blockSignals(True)
+                combo.setCurrentIndex(index)
+                combo.blockSignals(False)
+                self._showModelInfo()
+            else:
+                self.refreshModels()
+                return
         self.updateButtons()
 
     # ------------------------------------------------------------------ models
     def refreshModels(self):
         models, problems = self.logic.models()
+        current = self._parameterNode.model if self._parameterNode else (self.ui.modelComboBox.currentData or "")
+        selected, message = parameters.choose_model(current, models)
         combo = self.ui.modelComboBox
-        current = combo.currentData if combo.count else None
         combo.blockSignals(True)
         combo.clear()
         for m in models:
             combo.addItem(m.name, m.path)
             combo.setItemData(combo.count - 1, m.summary(), qt.Qt.ToolTipRole)
-        if current:
-            index = combo.findData(current)
-            if index >= 0:
-                combo.setCurrentIndex(index)
+        combo.setCurrentIndex(combo.findData(selected) if selected else -1)
         combo.blockSignals(False)
+        folderEdit = self.ui.modelsFolderPathLineEdit
+        if not _same_path(folderEdit.currentPath, self.logic.library.folder):  # changed elsewhere (a script)
+            folderEdit.blockSignals(True)
+            folderEdit.currentPath = self.logic.library.folder
+            folderEdit.blockSignals(False)
+        if self._parameterNode and self._parameterNode.model != selected:
+            self._parameterNode.model = selected
         if problems:
             self.setStatus("Some model folders were skipped:\n" + "\n".join(problems))
+        elif message:
+            self.setStatus(message)
         elif not models:
             self.setStatus(f"No models in {self.logic.library.folder}. Use 'Add model...' to install a .lightunetr bundle.")
-        self.onModelChanged()
+        self._showModelInfo()
+        self.updateButtons()
 
-    def onModelsFolderChanged(self):
-        self.logic.setModelsFolder(self.ui.modelsFolderLineEdit.text)
-        self.refreshModels()
-
-    def onModelChanged(self, index=None):
-        path = self.ui.modelComboBox.currentData
+    def onModelComboChanged(self, index):
         if self._parameterNode:
-            self._parameterNode.model = path or ""
+            self._parameterNode.model = self.ui.modelComboBox.currentData or ""
+        self._showModelInfo()
+        self.updateButtons()
+
+    def _showModelInfo(self):
+        path = self.ui.modelComboBox.currentData
         info = ""
         if path:
             try:
                 info = self.logic.resolveModel(path).summary()
-            except Exception as exc:  # noqa: BLE001 - shown to the user
+            except Exception as exc:  # noqa: BLE001 - a damaged bundle is shown to the user
                 info = str(exc)
         self.ui.modelInfoLabel.text = info
-        self.updateButtons()
+
+    def onModelsFolderChanged(self, path):
+        # currentPathChanged comes with every keystroke: only an existing folder is taken.
+        if path and os.path.isdir(path) and not _same_path(path, self.logic.library.folder):
+            self.logic.setModelsFolder(path)
+
+    def onOpenModelsFolder(self):
+        folder = self.logic.library.folder
+        os.makedirs(folder, exist_ok=True)
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(folder))
 
     def onAddModel(self):
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Select a model bundle (.lightunetr folder)")
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay("Could not add the model.", waitCursor=True):
-            info = self.logic.addModelFromFile(folder)
-            self.refreshModels()
-            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(info.path))
+            info = self.logic.addModelFromFile(folder)  # the library tells every model list
+            if self._parameterNode:
+                self._parameterNode.model = info.path
             self.setStatus(f"Added model {info.name}.")
 
+    def onRemoveModel(self):
+        path = self.ui.modelComboBox.currentData
+        if not path:
+            return
+        name = self.ui.modelComboBox.currentText
+        if not slicer.util.confirmOkCancelDisplay(f"Delete the model '{name}' from {self.logic.library.folder}?",
+                                                  windowTitle="Remove model"):
+            return
+        with slicer.util.tryWithErrorDisplay("Could not remove the model.", waitCursor=True):
+            if self._parameterNode:
+                self._parameterNode.model = ""  # then the list falls back to the first model, silently
+            self.logic.removeModel(path)
+            self.setStatus(f"Removed model {name}.")
+
     # ------------------------------------------------------------------ run
-    def _checkDependencies(self):
-        if self._dependenciesChecked:
-            return True
-        from LightUNETRSegmentationLib import environment
-
-        ok, message = environment.ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay)
-        if not ok:
-            slicer.util.errorDisplay(message)
-            return False
-        self._dependenciesChecked = True
-        return True
-
     def _options(self):
         p = self._parameterNode
         return dict(uncertainty=bool(p.uncertainty), overlap=float(p.overlap), largestComponent=bool(p.largestComponent))
 
     def onApplyButton(self):
-        if not self._checkDependencies():
+        if not self._installer.ensure(onReady=self.onApplyButton):
             return
         p = self._parameterNode
         self.ui.logTextEdit.clear()
         self._job = self.logic.processAsync(p.inputVolume, p.outputSegmentation, p.model or None, device=p.device,
-                                            roiNode=p.roi, on_progress=lambda job: self.updateProgress(),
-                                            **self._options())
+                                            roiNode=p.roi, **self._options())
         self._startMonitoring()
 
     def onQueueButton(self):
-        if not self._checkDependencies():
+        if not self._installer.ensure(onReady=self.onQueueButton):
             return
-        volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                   if not n.IsA("vtkMRMLLabelMapVolumeNode")]
         p = self._parameterNode
-        self._job = self.logic.processQueue(volumes, p.model or None, device=p.device, **self._options())
+        self.ui.logTextEdit.clear()
+        self._job = self.logic.processQueue(self.logic.inputVolumes(), p.model or None, device=p.device,
+                                            **self._options())
         self._startMonitoring()
 
     def _startMonitoring(self):
@@ -243,28 +320,32 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.updateProgress()
 
     def onCancelButton(self):
-        if self._job is not None:
+        if self._job is not None and not self._job.done:
             self._job.cancel()
             self.setStatus("Cancelling...")
 
     def onTimer(self):
-        if self._job is None:
+        if self._report is not None:
+            self._report.poll()
+            if self._report.done:
+                self.ui.logTextEdit.setPlainText(self._report.text)
+                self._report = None
+        if self._job is not None and not self._job.done:
+            still = self._job.poll()
+            self.updateProgress()
+            if not still:
+                self.onFinished()
+        if self._report is None and (self._job is None or self._job.done):
             self._timer.stop()
-            return
-        still = self._job.poll()
-        self.updateProgress()
-        if not still:
-            self.onFinished()
 
     def onFinished(self):
-        self._timer.stop()
         job = self._job
         jobs = getattr(job, "jobs", [job])
-        messages = [j.message for j in jobs if j.message]
-        self.setStatus("\n".join(messages))
+        self.updateProgress()
+        self.setStatus("\n".join(j.message for j in jobs if j.message))
         for j in jobs:
             if j.ok and j.segmentationNode is not None:
-                if self._parameterNode and not self._parameterNode.outputSegmentation:
+                if self._parameterNode and not self._parameterNode.outputSegmentation and j is job:
                     self._parameterNode.outputSegmentation = j.segmentationNode
                 j.segmentationNode.CreateClosedSurfaceRepresentation()
         failed = [j for j in jobs if j.status == "failed"]
@@ -287,7 +368,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             text = f"Volume {len(job.jobs)}/{len(job.items)}: " + text
         self.ui.statusLabel.text = text
         log = current.log
-        shown = getattr(self, "_shownLogLines", 0) if getattr(self, "_shownJob", None) is current else 0
+        shown = self._shownLogLines if self._shownJob is current else 0
         for line in log[shown:]:
             self.ui.logTextEdit.appendPlainText(line)
         self._shownJob, self._shownLogLines = current, len(log)
@@ -298,39 +379,39 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
     def updateButtons(self, caller=None, event=None):
         running = self._job is not None and not self._job.done
         p = self._parameterNode
-        ready = bool(p and p.inputVolume and p.model)
+        hasModel = bool(p and p.model)
+        ready = bool(hasModel and p.inputVolume)
         self.ui.applyButton.enabled = ready and not running
-        self.ui.queueButton.enabled = bool(p and p.model) and not running
+        self.ui.queueButton.enabled = hasModel and not running
         self.ui.cancelButton.enabled = running
+        self.ui.removeModelButton.enabled = hasModel and not running
         self.ui.applyButton.toolTip = "Segment the input volume" if ready else "Select an input volume and a model"
 
     def onEnvironmentReport(self):
         from LightUNETRSegmentationLib import environment
 
-        with slicer.util.WaitCursor():
-            report = environment.format_report(environment.environment_report())
-        self.ui.logTextEdit.setPlainText(report)
+        self._report = environment.EnvironmentReport().start()
+        self.ui.logTextEdit.setPlainText(self._report.text)
+        self._timer.start()
 
 
 class LightUNETRSegmentationLogic(ScriptedLoadableModuleLogic):
-    """Thin Slicer wrapper of :class:`LightUNETRSegmentationLib.logic.SegmentationLogic` (all behaviour is
-    there). ``process`` / ``processAsync`` / ``processQueue`` / ``models`` / ``addModelFromFile`` are
-    forwarded."""
+    """Thin Slicer wrapper of the session's one :class:`LightUNETRSegmentationLib.logic.SegmentationLogic`
+    (:func:`~LightUNETRSegmentationLib.logic.shared_logic`, also used by the Segment Editor effect and the
+    Training module). Console API: ``process`` / ``processAsync`` / ``processQueue`` / ``models`` /
+    ``addModelFromFile`` / ``removeModel`` / ``inputVolumes``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from LightUNETRSegmentationLib.logic import SegmentationLogic
+        self.core = shared_logic(modelsFolder=qt.QSettings().value(parameters.MODELS_FOLDER_SETTING) or None)
 
-        settings = qt.QSettings()
-        folder = settings.value("LightUNETR/ModelsFolder") or None
-        self.core = SegmentationLogic(modelsFolder=folder)
-        self.library = self.core.library
+    @property
+    def library(self):
+        return self.core.library
 
     def setModelsFolder(self, folder):
-        from LightUNETRSegmentationLib.models import ModelLibrary
-
-        self.core.library = self.library = ModelLibrary(folder or None)
-        qt.QSettings().setValue("LightUNETR/ModelsFolder", folder)
+        self.core.setModelsFolder(folder or None)
+        qt.QSettings().setValue(parameters.MODELS_FOLDER_SETTING, folder or "")
 
     def __getattr__(self, name):  # forward the console API
         core = self.__dict__.get("core")
@@ -338,17 +419,14 @@ class LightUNETRSegmentationLogic(ScriptedLoadableModuleLogic):
             raise AttributeError(name)
         return getattr(core, name)
 
-    def process(self, inputVolumeNode, outputSegmentationNode=None, model=None, device="auto", roiNode=None,
-                waitForCompletion=True, **options):
-        return self.core.process(inputVolumeNode, outputSegmentationNode, model, device, roiNode,
-                                 waitForCompletion=waitForCompletion, **options)
-
 
 class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
-    """Runs the scenarios of LightUNETRSegmentationLib.scenarios (also run by pytest on slicer-core)."""
+    """Runs in a real Slicer: the first-launch state of the widget, the shared scenarios of
+    LightUNETRSegmentationLib (also run by pytest on slicer-core) and, when torch and MONAI are installed
+    in Slicer's Python, a real segmentation through the widget and through the Segment Editor effect."""
 
     def setUp(self):
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
         import tempfile
 
         self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTest-")
@@ -359,55 +437,31 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
-        self.setUp()
-        self.test_roundtrip_geometries()
-        self.setUp()
-        self.test_with_model()
-        self.setUp()
-        self.test_widget()
-        self.tearDown()
+        for test in (self.test_first_launch, self.test_roundtrip_geometries, self.test_effect_registered,
+                     self.test_effect_apply_through_editor_logic, self.test_with_model, self.test_widget,
+                     self.test_effect_gui):
+            self.setUp()
+            try:
+                test()
+            finally:
+                self.tearDown()
 
-    def test_widget(self):
-        """The GUI path: Apply runs in the background, the timer drives progress, the result appears."""
-        import numpy as np
-
-        from LightUNETRSegmentationLib import environment, scenarios
-
+    def _widget(self):
         slicer.util.selectModule("LightUNETRSegmentation")
-        widget = slicer.modules.lightunetrsegmentation.widgetRepresentation().self()
-        volume = scenarios.add_volume("widget-input", scenarios.test_pattern((30, 34, 38)).astype(np.float32), "oblique")
-        widget._parameterNode.inputVolume = volume
-        if environment.missing_dependencies():
-            self.assertFalse(widget.ui.cancelButton.enabled)
-            self.delayDisplay("torch/MONAI not installed: widget test limited to the idle state")
-            return
-        scenarios.make_tiny_bundle(self.tmpdir, name="widget")
-        oldFolder = widget.logic.library.folder
-        try:
-            widget.logic.setModelsFolder(self.tmpdir)
-            widget.refreshModels()
-            self.assertEqual(widget.ui.modelComboBox.currentText, "widget")
-            self.assertTrue(widget.ui.applyButton.enabled)
-            widget._dependenciesChecked = True
-            widget._parameterNode.device = "cpu"
-            widget.ui.applyButton.click()
-            self.assertTrue(widget.ui.cancelButton.enabled)
-            import time
+        return slicer.modules.lightunetrsegmentation.widgetRepresentation().self()
 
-            deadline = time.time() + 600
-            while widget._job is not None and not widget._job.done and time.time() < deadline:
-                slicer.app.processEvents()
-                time.sleep(0.05)
-            slicer.app.processEvents()
-            self.assertTrue(widget._job.ok, widget._job.message)
-            seg = widget._job.segmentationNode
-            self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), 3)
-            self.assertEqual(widget.ui.progressBar.value, 100)
-            self.assertFalse(widget.ui.cancelButton.enabled)
-        finally:
-            widget.logic.setModelsFolder(oldFolder)
-            widget.refreshModels()
-        self.delayDisplay("Widget test passed")
+    def test_first_launch(self):
+        """The parameter node is bound to the GUI (connectGui did not raise) with the .ui's ranges."""
+        widget = self._widget()
+        self.assertIsNotNone(widget._parameterNodeGuiTag, "the parameter node is not connected to the GUI")
+        self.assertEqual([widget.ui.deviceComboBox.itemText(i) for i in range(widget.ui.deviceComboBox.count)],
+                         list(parameters.DEVICES))
+        self.assertEqual((widget.ui.overlapSpinBox.minimum, widget.ui.overlapSpinBox.maximum), parameters.OVERLAP_RANGE)
+        widget.ui.overlapSpinBox.value = 0.25
+        self.assertAlmostEqual(widget._parameterNode.overlap, 0.25)
+        self.assertFalse(widget.ui.cancelButton.enabled)
+        self.assertEqual(widget.ui.applyButton.enabled, bool(widget._parameterNode.model and widget._parameterNode.inputVolume))
+        self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_roundtrip_geometries(self):
         from LightUNETRSegmentationLib import scenarios
@@ -415,25 +469,143 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         for geometry in ("anisotropic", "oblique", "left-handed", "left-handed-oblique"):
             self.delayDisplay(f"Label import, {geometry}")
             scenarios.roundtrip_labels_scenario(self.tmpdir, geometry)
-            slicer.mrmlScene.Clear()
-        self.delayDisplay("Label import test passed")
+            slicer.mrmlScene.Clear(0)
+
+    def _editorWithEffect(self, shape=(20, 24, 28)):
+        """A segment editor widget with a segmentation and a source volume, the Light-UNETR effect active.
+        Both nodes are set before the effect is activated: qMRMLSegmentEditorWidget dereferences the
+        segmentation (as Slicer's effect template test does it)."""
+        import numpy as np
+
+        from LightUNETRSegmentationLib import scenarios
+
+        volume = scenarios.add_volume("effect-source", scenarios.test_pattern(shape).astype(np.float32), "oblique")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        w = slicer.qMRMLSegmentEditorWidget()
+        w.setMRMLScene(slicer.mrmlScene)
+        w.setMRMLSegmentEditorNode(slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode"))
+        w.setSegmentationNode(segmentation)
+        w.setSourceVolumeNode(volume)
+        w.setActiveEffectByName("Light-UNETR")
+        return w, volume, segmentation
+
+    def test_effect_registered(self):
+        w, _, _ = self._editorWithEffect()
+        self.assertIsNotNone(w.activeEffect(), "the Light-UNETR effect is not registered")
+        w.setActiveEffect(None)
+        self.delayDisplay("Effect registered")
+
+    def test_effect_apply_through_editor_logic(self):
+        from LightUNETRSegmentationLib import effectscenarios
+
+        for overwrite in ("all", "none"):
+            for mask in ("everywhere", "outside-all", "intensity"):
+                self.delayDisplay(f"Apply: overwrite {overwrite}, mask {mask}")
+                effectscenarios.apply_scenario(overwrite, mask, appLogic=slicer.app.applicationLogic())
+                slicer.mrmlScene.Clear(0)
+
+    def _deps(self):
+        from LightUNETRSegmentationLib import environment
+
+        missing = environment.missing_dependencies()
+        if missing:
+            self.delayDisplay(f"torch/MONAI not installed in Slicer's Python: skipped ({missing})")
+        return not missing
 
     def test_with_model(self):
-        from LightUNETRSegmentationLib import environment, scenarios
+        from LightUNETRSegmentationLib import scenarios
         from LightUNETRSegmentationLib.logic import SegmentationLogic
 
-        if environment.missing_dependencies():
-            self.delayDisplay("torch/MONAI not installed: skipping the end-to-end test "
-                              f"({environment.missing_dependencies()})")
+        if not self._deps():
             return
         bundle = scenarios.make_tiny_bundle(self.tmpdir)
         two = scenarios.make_tiny_bundle(self.tmpdir, name="two", in_channels=2)
         logic = SegmentationLogic(modelsFolder=self.tmpdir)
         self.delayDisplay("Bad inputs give messages")
         scenarios.bad_inputs_scenario(logic, bundle, two)
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
         for geometry in ("oblique", "left-handed-oblique"):
             self.delayDisplay(f"Segmentation equals the CLI on the same file, {geometry}")
             scenarios.end_to_end_scenario(logic, self.tmpdir, bundle, geometry)
-            slicer.mrmlScene.Clear()
-        self.delayDisplay("End-to-end test passed")
+            slicer.mrmlScene.Clear(0)
+
+    def _wait(self, done, seconds=600):
+        import time
+
+        deadline = time.time() + seconds
+        while not done() and time.time() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        slicer.app.processEvents()
+
+    def test_widget(self):
+        """The GUI path: Apply runs in the background, the timer drives progress, the result appears."""
+        import numpy as np
+
+        from LightUNETRSegmentationLib import scenarios
+
+        widget = self._widget()
+        volume = scenarios.add_volume("widget-input", scenarios.test_pattern((30, 34, 38)).astype(np.float32), "oblique")
+        widget._parameterNode.inputVolume = volume
+        if not self._deps():
+            return
+        oldFolder = widget.logic.library.folder
+        try:
+            widget.logic.setModelsFolder(self.tmpdir)
+            scenarios.make_tiny_bundle(self.tmpdir, name="widget")
+            widget.refreshModels()
+            self.assertEqual(widget.ui.modelComboBox.currentText, "widget")
+            self.assertEqual(widget._parameterNode.model, widget.ui.modelComboBox.currentData)
+            self.assertTrue(widget.ui.applyButton.enabled)
+            widget._parameterNode.device = "cpu"
+            widget.ui.applyButton.click()
+            self.assertTrue(widget.ui.cancelButton.enabled)
+            self._wait(lambda: widget._job is None or widget._job.done)
+            self.assertTrue(widget._job.ok, widget._job.message)
+            self.assertEqual(widget._job.segmentationNode.GetSegmentation().GetNumberOfSegments(), 3)
+            self.assertEqual(widget.ui.progressBar.value, 100)
+            self.assertFalse(widget.ui.cancelButton.enabled)
+        finally:
+            widget.logic.setModelsFolder(oldFolder)
+
+    def test_effect_gui(self):
+        """The effect in a Segment Editor widget: Preview (ROI region), leave and re-enter, Apply, Undo."""
+        from LightUNETRSegmentationLib import scenarios
+
+        if not self._deps():
+            return
+        logic = shared_logic()
+        oldFolder = logic.library.folder
+        try:
+            logic.setModelsFolder(self.tmpdir)
+            scenarios.make_tiny_bundle(self.tmpdir, name="effect")
+            w, volume, segmentation = self._editorWithEffect((30, 34, 38))
+            keep = segmentation.GetSegmentation().AddEmptySegment("keep", "Keep")
+            effect = w.activeEffect().self()
+            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+            bounds = [0.0] * 6
+            volume.GetRASBounds(bounds)
+            roi.SetCenter([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2])
+            roi.SetSize([(bounds[1] - bounds[0]) / 2, (bounds[3] - bounds[2]) / 2, (bounds[5] - bounds[4]) / 2])
+            effect.regionCombo.setCurrentIndex(effect.regionCombo.findData("roi"))
+            effect.roiSelector.setCurrentNode(roi)
+            effect.deviceCombo.setCurrentIndex(effect.deviceCombo.findText("cpu"))
+            effect.onPreview()
+            self.assertIsNotNone(effect.session)
+            w.setActiveEffect(None)  # leaving the effect keeps the run
+            self._wait(lambda: effect.session is not None and effect.session.done)
+            self.assertTrue(effect.session.ready, effect.statusLabel.text)
+            w.setActiveEffectByName("Light-UNETR")
+            n_before = segmentation.GetSegmentation().GetNumberOfSegments()
+            effect.onApply()
+            self.assertIsNone(effect.session)
+            self.assertGreater(segmentation.GetSegmentation().GetNumberOfSegments(), n_before)
+            w.undo()
+            self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), n_before)
+            self.assertIsNotNone(segmentation.GetSegmentation().GetSegment(keep))
+            w.setActiveEffect(None)
+        finally:
+            logic.setModelsFolder(oldFolder)
+        self.delayDisplay("Effect: preview, leave, apply, undo")

@@ -2,15 +2,19 @@
 Slicer.
 
 Thin Slicer module: the widget wires the .ui to :mod:`LightUNETRTrainingLib.logic`, which is Qt-free and
-tested with pytest against a real MRML scene (slicer-core). The self-test at the bottom runs the same
-scenarios (:mod:`LightUNETRTrainingLib.scenarios`) inside a real Slicer.
+tested with pytest against a real MRML scene (slicer-core). Every Slicer/Qt/CTK call here was looked up in
+Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); tests/test_slicer_contracts.py checks
+the rules that can be checked without Slicer. The self-test at the bottom runs the shared scenarios
+(:mod:`LightUNETRTrainingLib.scenarios`) inside a real Slicer.
 """
 
 import logging
 import os
+from typing import Annotated
 
 import qt
 import slicer
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -18,6 +22,11 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+from LightUNETRSegmentationLib import DOCUMENTATION_URL, generated, parameters
+from LightUNETRTrainingLib.config import ARCHITECTURES, MODALITIES, RANGES, RECIPES, TrainingConfig, parse_patch_size
+
+_DEFAULTS = TrainingConfig()
 
 
 class LightUNETRTraining(ScriptedLoadableModule):
@@ -30,17 +39,40 @@ class LightUNETRTraining(ScriptedLoadableModule):
         self.parent.helpText = (
             "Train or fine-tune a Light-UNETR model on the volumes and segmentations loaded in Slicer, with CSE "
             "semi-supervised learning (unlabelled volumes help) or supervised only. Each volume is a case: labelled "
-            "(with its segmentation; segment names are the classes), unlabelled, validation or ignored. Training runs "
-            "in a background process with live loss/Dice curves; Stop writes a checkpoint and Resume continues. The "
-            "new model appears in Light-UNETR Segmentation and segments the unlabelled cases.<br>Console: "
-            "<code>logic = slicer.util.getModuleLogic('LightUNETRTraining'); job = logic.run([(vol, seg)], [vol2], "
-            "{'iterations': 500})</code>."
+            "(with its segmentation; segment names are the classes), unlabelled, validation or ignored. AI "
+            "segmentations stay unlabelled until you reviewed them. Training runs in a background process with live "
+            "loss/Dice curves; Stop writes a checkpoint and Resume continues. The new model appears in the model "
+            "list of Light-UNETR Segmentation and of the Segment Editor effect, and segments the unlabelled cases."
+            f'<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>'
         )
-        self.parent.acknowledgementText = "Light-UNETR / CSE (CUHK-AIM-Group). Extension by the LightUNETR developers."
+        self.parent.acknowledgementText = (
+            "Light-UNETR and CSE: Liu et al., Harnessing Lightweight Transformer with Contextual Synergic "
+            "Enhancement for Efficient 3D Medical Image Segmentation. Extension by the LightUNETR developers."
+        )
+
+
+@parameterNodeWrapper
+class LightUNETRTrainingParameterNode:
+    """The training settings, saved with the scene (defaults: :class:`TrainingConfig`)."""
+
+    modelName: str = _DEFAULTS.name
+    recipe: Annotated[str, Choice(list(RECIPES))] = _DEFAULTS.recipe
+    architecture: Annotated[str, Choice(list(ARCHITECTURES))] = _DEFAULTS.architecture
+    iterations: Annotated[int, WithinRange(*RANGES["iterations"])] = _DEFAULTS.iterations
+    patchSize: str = ",".join(str(p) for p in _DEFAULTS.patch_size)
+    batchLabeled: Annotated[int, WithinRange(*RANGES["batch_labeled"])] = _DEFAULTS.batch_labeled
+    batchUnlabeled: Annotated[int, WithinRange(*RANGES["batch_unlabeled"])] = _DEFAULTS.batch_unlabeled
+    valEvery: Annotated[int, WithinRange(*RANGES["val_every"])] = _DEFAULTS.val_every
+    modality: Annotated[str, Choice(list(MODALITIES))] = _DEFAULTS.modality
+    device: Annotated[str, Choice(list(parameters.DEVICES))] = parameters.DEFAULT_DEVICE
+    segmentUnlabeled: bool = _DEFAULTS.segment_unlabeled
+    rankUncertainty: bool = _DEFAULTS.rank_uncertainty
 
 
 ROLE_ITEMS = ["labeled", "unlabeled", "validation", "ignore"]
-COL_VOLUME, COL_SEGMENTATION, COL_ROLE, COL_PROBLEMS = range(4)
+COL_VOLUME, COL_SEGMENTATION, COL_ROLE, COL_REVIEW, COL_PROBLEMS = range(5)
+#: Subject-hierarchy levels that can hold cases (vtkMRMLSubjectHierarchyConstants: Folder, Patient, Study).
+CASE_FOLDER_LEVELS = ["Folder", "Patient", "Study"]
 
 
 class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -51,7 +83,11 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.table = None
         self._job = None
         self._timer = None
+        self._installer = None
         self._shownLog = 0
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._plotShownFor = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -61,15 +97,18 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LightUNETRTrainingLogic()
 
-        self.ui.recipeComboBox.addItems(["cse-reference", "cse-paper", "supervised"])
-        self.ui.deviceComboBox.addItems(["auto", "cpu", "cuda", "mps"])
-        self.ui.modalityComboBox.addItems(["MR", "CT", "other"])
-        self.ui.caseTableWidget.setColumnCount(4)
-        self.ui.caseTableWidget.setHorizontalHeaderLabels(["Volume", "Segmentation", "Role", "Problems"])
+        from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
+
+        self._installer = DependencyInstaller(slicer.util.mainWindow())
+        # Only folders, patients and studies can be "Cases from" (qMRMLSortFilterSubjectHierarchyProxyModel).
+        self.ui.folderComboBox.sortFilterProxyModel().levelFilter = CASE_FOLDER_LEVELS
+        self.ui.caseTableWidget.setColumnCount(5)
+        self.ui.caseTableWidget.setHorizontalHeaderLabels(["Volume", "Segmentation", "Role", "Review", "Problems"])
         self.ui.caseTableWidget.horizontalHeader().setStretchLastSection(True)
 
-        self.ui.refreshCasesButton.connect("clicked(bool)", self.refreshCases)
+        self.ui.refreshCasesButton.connect("clicked(bool)", lambda checked: self.refreshCases())
         self.ui.folderComboBox.connect("currentItemChanged(vtkIdType)", lambda item: self.refreshCases())
+        self.ui.markReviewedButton.connect("clicked(bool)", self.onMarkReviewed)
         self.ui.checkButton.connect("clicked(bool)", self.onCheck)
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
@@ -78,24 +117,63 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onTimer)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
         self.refreshCases()
         self.updateButtons()
 
     def cleanup(self):
+        self.setParameterNode(None)
         self.removeObservers()
         if self._timer:
             self._timer.stop()
+        if self._installer:
+            self._installer.cleanup()
         if self.logic:
             self.logic.shutdown()
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshCases()
 
+    def exit(self):
+        if self._parameterNode and self._parameterNodeGuiTag:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event):
+        # The logic detached the running job (it stops and writes its checkpoint without blocking Slicer).
+        self.setParameterNode(None)
+        self.table = None
+
     def onSceneEndClose(self, caller, event):
-        # The logic already stopped the running job at StartCloseEvent (checkpoint written).
         self.onTimer()
+        if self.parent.isEntered:
+            self.initializeParameterNode()
         self.refreshCases()
+
+    # ------------------------------------------------------------------ parameter node
+    def initializeParameterNode(self):
+        raw = self.logic.getParameterNode()
+        # Reuse the wrapper of the same node (Slicer 5.10's disconnectGui leaves the wrapper's observer).
+        node = self._parameterNode if self._parameterNode and self._parameterNode.parameterNode is raw else \
+            LightUNETRTrainingParameterNode(raw)
+        # A value this machine or version does not offer (a scene from elsewhere) would make the combo-box
+        # connector raise, leaving every widget unbound.
+        node.device = parameters.valid_choice(node.device, parameters.DEVICES, parameters.DEFAULT_DEVICE)
+        node.recipe = parameters.valid_choice(node.recipe, RECIPES, _DEFAULTS.recipe)
+        node.architecture = parameters.valid_choice(node.architecture, ARCHITECTURES, _DEFAULTS.architecture)
+        node.modality = parameters.valid_choice(node.modality, MODALITIES, _DEFAULTS.modality)
+        self.setParameterNode(node)
+
+    def setParameterNode(self, node):
+        if self._parameterNode and self._parameterNodeGuiTag:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        self._parameterNode = node
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     # ------------------------------------------------------------------ case table
     def refreshCases(self):
@@ -120,6 +198,8 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             combo.setCurrentText(row.role)
             combo.connect("currentTextChanged(QString)", lambda text, r=row: self.onRoleChanged(r, text))
             w.setCellWidget(n, COL_ROLE, combo)
+            review = row.review
+            w.setItem(n, COL_REVIEW, qt.QTableWidgetItem("" if review == generated.NOT_GENERATED else review))
             problems = qt.QTableWidgetItem("; ".join(row.problems))
             problems.setToolTip("\n".join(row.problems))
             if row.problems:
@@ -132,28 +212,34 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         row.role = role
         self.ui.classesLabel.text = ", ".join(self.table.classes) or "(no segments yet)"
 
-    def config(self):
-        from LightUNETRTrainingLib.config import TrainingConfig
+    def onMarkReviewed(self):
+        rows = sorted({index.row() for index in self.ui.caseTableWidget.selectionModel().selectedRows()})
+        marked = 0
+        for n in rows:
+            row = self.table.rows[n]
+            if row.segmentation is not None and row.review != generated.NOT_GENERATED:
+                generated.mark_reviewed(row.segmentation)
+                marked += 1
+        self.setStatus(f"{marked} AI segmentation(s) marked as reviewed." if marked else
+                       "Select the rows of AI segmentations you checked, then click 'Mark reviewed'.")
+        self.refreshCases()
 
-        text = self.ui.patchSizeLineEdit.text.replace("x", ",")
-        try:
-            patch = tuple(int(p) for p in text.split(",") if p.strip())
-            patch = patch * 3 if len(patch) == 1 else patch
-        except ValueError:
-            patch = ()
+    def config(self):
+        p = self._parameterNode
         return TrainingConfig(
-            name=self.ui.modelNameLineEdit.text.strip(),
-            recipe=self.ui.recipeComboBox.currentText,
-            iterations=self.ui.iterationsSpinBox.value,
-            patch_size=patch,
-            batch_labeled=self.ui.batchLabeledSpinBox.value,
-            batch_unlabeled=self.ui.batchUnlabeledSpinBox.value,
-            val_every=self.ui.valEverySpinBox.value,
-            device=self.ui.deviceComboBox.currentText,
-            inference_device=self.ui.deviceComboBox.currentText,
-            modality=self.ui.modalityComboBox.currentText,
-            segment_unlabeled=self.ui.segmentUnlabeledCheckBox.checked,
-            rank_uncertainty=self.ui.rankUncertaintyCheckBox.checked,
+            name=p.modelName.strip(),
+            recipe=p.recipe,
+            architecture=p.architecture,
+            iterations=p.iterations,
+            patch_size=parse_patch_size(p.patchSize),
+            batch_labeled=p.batchLabeled,
+            batch_unlabeled=p.batchUnlabeled,
+            val_every=p.valEvery,
+            device=p.device,
+            inference_device=p.device,
+            modality=p.modality,
+            segment_unlabeled=p.segmentUnlabeled,
+            rank_uncertainty=p.rankUncertainty,
         )
 
     def onCheck(self):
@@ -165,19 +251,13 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     # ------------------------------------------------------------------ run
     def onStart(self):
-        from LightUNETRSegmentationLib import environment
-
-        ok, message = environment.ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay)
-        if not ok:
-            slicer.util.errorDisplay(message)
+        if not self._installer.ensure(onReady=self.onStart):
             return
         if not self.onCheck():
             return
         self.ui.logTextEdit.clear()
         self._shownLog = 0
         self._job = self.logic.start(self.table, self.config())
-        if self._job.plot is not None:
-            slicer.modules.plots.logic().ShowChartInLayout(self._job.plot.chart)
         self._monitor()
 
     def onStop(self):
@@ -200,13 +280,19 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def onTimer(self):
         job = self._job
+        still_any = self.logic.poll()  # also detached jobs of a closed scene, until their process is gone
         if job is None:
-            self._timer.stop()
+            if not still_any:
+                self._timer.stop()
             return
-        still = job.poll()
+        if job.plot is not None and self._plotShownFor is not job:
+            slicer.modules.plots.logic().ShowChartInLayout(job.plot.chart)
+            self._plotShownFor = job
         self.updateProgress()
-        if not still:
+        if job.done:
             self.onFinished()
+            if not still_any:
+                self._timer.stop()
 
     def updateProgress(self):
         job = self._job
@@ -229,7 +315,6 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._shownLog = len(log)
 
     def onFinished(self):
-        self._timer.stop()
         job = self._job
         self.updateProgress()
         self.setStatus(job.message)
@@ -239,6 +324,8 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 self.ui.logTextEdit.appendPlainText(f"  {r['volume'].GetName()}: {r['meanUncertainty']:.4f}")
         if job.status == "failed":
             slicer.util.errorDisplay(job.message, detailedText="\n".join(job.log[-40:]))
+        if not job.detached:
+            self.refreshCases()
         self.updateButtons()
 
     def setStatus(self, text):
@@ -253,14 +340,15 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
 
 class LightUNETRTrainingLogic(ScriptedLoadableModuleLogic):
-    """Thin Slicer wrapper of :class:`LightUNETRTrainingLib.logic.TrainingLogic` (all behaviour is there);
-    uses the LightUNETRSegmentation module's logic for its model library and queue."""
+    """Thin Slicer wrapper of :class:`LightUNETRTrainingLib.logic.TrainingLogic` (all behaviour is there),
+    on the session's shared segmentation logic (model library and queue)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        from LightUNETRSegmentationLib.logic import shared_logic
         from LightUNETRTrainingLib.logic import TrainingLogic
 
-        segmentationLogic = slicer.util.getModuleLogic("LightUNETRSegmentation")
+        segmentationLogic = shared_logic(modelsFolder=qt.QSettings().value(parameters.MODELS_FOLDER_SETTING) or None)
         folder = qt.QSettings().value("LightUNETR/TrainingFolder") or None
         self.core = TrainingLogic(segmentationLogic=segmentationLogic, jobsFolder=folder)
 
@@ -272,10 +360,12 @@ class LightUNETRTrainingLogic(ScriptedLoadableModuleLogic):
 
 
 class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
-    """Runs the scenarios of LightUNETRTrainingLib.scenarios (also run by pytest on slicer-core)."""
+    """Runs in a real Slicer: the first-launch state of the widget and the scenarios of
+    LightUNETRTrainingLib.scenarios (also run by pytest on slicer-core); the training run only when torch
+    and MONAI are installed in Slicer's Python."""
 
     def setUp(self):
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
         import tempfile
 
         self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTrainingTest-")
@@ -286,11 +376,12 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
-        self.setUp()
-        self.test_case_table_and_export()
-        self.setUp()
-        self.test_training()
-        self.tearDown()
+        for test in (self.test_first_launch, self.test_case_table_and_export, self.test_training):
+            self.setUp()
+            try:
+                test()
+            finally:
+                self.tearDown()
 
     def _logic(self):
         from LightUNETRSegmentationLib.logic import SegmentationLogic
@@ -299,25 +390,40 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         seg = SegmentationLogic(modelsFolder=os.path.join(self.tmpdir, "models"))
         return TrainingLogic(segmentationLogic=seg, jobsFolder=os.path.join(self.tmpdir, "jobs"))
 
+    def test_first_launch(self):
+        """The parameter node is bound to the GUI (connectGui did not raise) and the widgets show its values."""
+        slicer.util.selectModule("LightUNETRTraining")
+        widget = slicer.modules.lightunetrtraining.widgetRepresentation().self()
+        self.assertIsNotNone(widget._parameterNodeGuiTag, "the parameter node is not connected to the GUI")
+        self.assertEqual(widget.ui.recipeComboBox.currentText, widget._parameterNode.recipe)
+        self.assertEqual([widget.ui.deviceComboBox.itemText(i) for i in range(widget.ui.deviceComboBox.count)],
+                         list(parameters.DEVICES))
+        self.assertEqual((widget.ui.iterationsSpinBox.minimum, widget.ui.iterationsSpinBox.maximum), RANGES["iterations"])
+        widget.ui.iterationsSpinBox.value = 123
+        self.assertEqual(widget.config().iterations, 123)
+        self.assertEqual(list(widget.ui.folderComboBox.sortFilterProxyModel().levelFilter), CASE_FOLDER_LEVELS)
+        self.delayDisplay("First launch: GUI bound to the parameter node")
+
     def test_case_table_and_export(self):
         from LightUNETRTrainingLib import scenarios
 
         self.delayDisplay("Case table from the scene")
         scenarios.case_table_scenario()
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
+        self.delayDisplay("AI results need review before they are labelled cases")
+        scenarios.review_scenario()
+        slicer.mrmlScene.Clear(0)
         self.delayDisplay("Export matches the scene voxel by voxel")
         scenarios.export_check_scenario(os.path.join(self.tmpdir, "export"))
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
         self.delayDisplay("Invalid setups are reported per case")
         logic = self._logic()
         scenarios.invalid_setups_scenario(logic, os.path.join(self.tmpdir, "invalid"))
         logic.shutdown()
-        self.delayDisplay("Case table and export tests passed")
 
     def test_training(self):
         from LightUNETRSegmentationLib import environment
         from LightUNETRTrainingLib import scenarios
-        from LightUNETRTrainingLib.config import TrainingConfig
 
         if environment.missing_dependencies():
             self.delayDisplay(f"torch/MONAI not installed: skipping the training test ({environment.missing_dependencies()})")
@@ -332,4 +438,3 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         finally:
             logic.shutdown()
         logging.info("LightUNETRTraining: training test passed")
-        self.delayDisplay("Training test passed")

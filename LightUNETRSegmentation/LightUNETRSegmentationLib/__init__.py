@@ -1,18 +1,25 @@
-"""Qt-free logic of the LightUNETRSegmentation module.
+"""Logic of the LightUNETRSegmentation module and of the "Light-UNETR" Segment Editor effect.
 
-Everything here uses only MRML classes, module logics and ``slicer.util`` functions that exist both
-in a real Slicer (>= 5.10) and in the PyPI ``slicer-core`` wheel, so it is tested with pytest against a
-real MRML scene. Nothing here imports torch, MONAI, qt or ``slicer.app`` at import time; the
-inference engine (``lightunetr_core``) runs in a separate process (see :mod:`.jobrunner`).
+Qt-free sub-modules (MRML classes, module logics and ``slicer.util`` functions that exist both in a real
+Slicer >= 5.10 and in the PyPI ``slicer-core`` wheel; tested with pytest on a real MRML scene; nothing
+imports torch, MONAI, qt or ``slicer.app`` at import time, the engine runs in a separate process):
 
-Sub-modules:
+``logic``          ``SegmentationLogic.process`` / ``processAsync`` / ``SegmentationQueue``, ``shared_logic``
+``parameters``     device choices, ranges, which model the parameter node holds
+``models``         the model library (bundles in a models folder), shared, with change listeners
+``generated``      marks on the nodes and segments LightUNETR creates; review state of AI segmentations
+``volumeio``       volume export through storage nodes, ROI / box crop, result file import
+``segments``       label specs (names, colours, terminology) and result import into a segmentation node
+``effectlogic``    the effect's preview session and its Apply through the segment editor's modify API
+``jobrunner``      background job runner: subprocess + JSON events + process-tree cancel (also Training's)
+``environment``    dependency checks, background pip install with constraints, environment report
+``scenarios``, ``effectscenarios``  scenarios shared by pytest and the Slicer self-test
 
-``volumeio``    volume export through storage nodes, ROI crop, labelmap/uncertainty file import
-``segments``    label specs (names, colours, terminology) and result import into a segmentation node
-``jobrunner``   generic background job runner: subprocess + JSON events + process-tree cancel (reused by
-                LightUNETRTraining)
-``models``      model bundles discovery in a models folder, add model from file
-``environment`` dependency checks (first use only) and the environment report
-``logic``       ``SegmentationLogic.process`` / ``processAsync`` / ``SegmentationQueue``
-``scenarios``   test scenarios shared by pytest and the Slicer self-test
+Slicer-only (Qt): ``dependencydialog``, and the effect class in ``../SegmentEditorLightUNETRLib/`` (a folder of
+its own: Slicer loads an effect file as a module named after its folder, which must not be a package that
+other code imports).
 """
+
+#: Where a user reads the extension's documentation (the extension's homepage, CMakeLists.txt
+#: EXTENSION_HOMEPAGE, followed by the Slicer page of the docs).
+DOCUMENTATION_URL = "https://github.com/lightunetr/SlicerLightUNETR/blob/main/docs/slicer.md"

@@ -29,14 +29,14 @@ import time
 
 import slicer
 
-from . import jobrunner, segments, volumeio
+from . import generated, jobrunner, segments, volumeio
 from .models import ModelError, ModelInfo, ModelLibrary, read_model_info
+from .parameters import device_problem
 
 logger = logging.getLogger("LightUNETR")
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
     jobrunner.PENDING, jobrunner.RUNNING, jobrunner.COMPLETED, jobrunner.FAILED, jobrunner.CANCELLED)
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _as_list(volumes):
@@ -85,9 +85,9 @@ def validate_inputs(inputVolumeNodes, model: ModelInfo | None, device: str = "au
             if v.GetImageData().GetDimensions() != ref.GetImageData().GetDimensions() or not _same_matrix(ref, v):
                 msgs.append(f"'{v.GetName()}' is not on the same voxel grid as '{ref.GetName()}'; resample the "
                             "channels onto one grid (Resample Scalar/Vector/DWI Volume) first.")
-    dev = (device or "auto").lower()
-    if not (dev in DEVICES or dev.startswith("cuda:")):
-        msgs.append(f"Unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps.")
+    problem = device_problem(device)
+    if problem:
+        msgs.append(problem)
     if roiNode is not None and not msgs:
         try:
             if volumeio.roi_ijk_box(vols[0], roiNode) is None:
@@ -175,6 +175,9 @@ class SegmentationJob:
             self._fail(str(exc))
             return self
         msgs = validate_inputs(self.inputVolumeNodes, self.model, self.device, self.roiNode)
+        box = self.options.get("ijkBox")
+        if box is not None and not msgs and volumeio.clip_box(self.inputVolumeNodes[0], box) is None:
+            msgs.append("The region does not overlap the input volume; choose another region.")
         if msgs:
             self._fail("\n".join(msgs))
             return self
@@ -184,7 +187,10 @@ class SegmentationJob:
             for n, vol in enumerate(self.inputVolumeNodes):
                 node = vol
                 cropped = None
-                if self.roiNode is not None:
+                if self.options.get("ijkBox") is not None:
+                    cropped = volumeio.crop_to_box(vol, self.options["ijkBox"], name="__LightUNETR_crop__")
+                    node = cropped
+                elif self.roiNode is not None:
                     cropped = volumeio.crop_to_roi(vol, self.roiNode, name="__LightUNETR_crop__")
                     node = cropped
                 try:
@@ -261,11 +267,15 @@ class SegmentationJob:
         if seg is None:
             created = seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                     scene.GenerateUniqueName(f"{reference.GetName()} segmentation"))
+            generated.mark_generated(seg, self.model.name, self.options.get("kind", "segmentation"))
         try:
             self.segmentIds = segments.import_labelmap_file(path, seg, self.model.labels, referenceVolumeNode=reference)
+            for sid in self.segmentIds:
+                generated.mark_generated_segment(seg.GetSegmentation().GetSegment(sid), self.model.name)
             unc = runner.output_paths("uncertainty")
             if unc:
                 node = volumeio.read_volume(unc[0], name=scene.GenerateUniqueName(f"{reference.GetName()} uncertainty"))
+                generated.mark_generated(node, self.model.name, "uncertainty")
                 segments.place_next_to(node, reference)
                 self.uncertaintyNode = node
         except Exception:
@@ -280,6 +290,7 @@ class SegmentationJob:
             self.on_finished(self)
 
     def _cleanup(self) -> None:
+        """Remove the temporary copies of the patient's volume and the result files."""
         if self.workdir and not self.logic.keepTemporaryFiles:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -306,6 +317,15 @@ class SegmentationJob:
             return
         self.message = "Cancelling..."
         self.runner.cancel()
+
+    def kill(self) -> None:
+        """Kill the process tree now and remove the temporary files (module cleanup, application exit)."""
+        if self.runner is not None:
+            self.runner.kill(wait_s=5.0)
+        if not self.done:
+            self.status = CANCELLED
+            self.message = "Segmentation stopped: Slicer is closing the module."
+        self._cleanup()
 
 
 class SegmentationQueue:
@@ -370,13 +390,26 @@ class SegmentationQueue:
         if self.current is not None:
             self.current.cancel()
 
+    def kill(self) -> None:
+        """Stop at once: no further volume, the running job's process tree killed, its files removed."""
+        self.cancelled = True
+        for job in self.jobs:
+            if not job.done:
+                job.kill()
+
 
 class SegmentationLogic:
-    """Qt-free logic; the module's ``LightUNETRSegmentationLogic`` is a thin subclass of this."""
+    """Qt-free logic; the module's ``LightUNETRSegmentationLogic`` is a thin wrapper of the one instance
+    :func:`shared_logic` returns (the Segment Editor effect and the Training module use the same one).
+
+    Args:
+        modelsFolder: folder of the model library (default: :func:`models.default_models_folder`).
+        python: interpreter for the jobs (default: ``PythonSlicer`` in Slicer, ``sys.executable`` elsewhere).
+    """
 
     def __init__(self, modelsFolder: str | None = None, python: str | None = None):
         self.library = ModelLibrary(modelsFolder)
-        self.python = python  # None: PythonSlicer in Slicer, sys.executable elsewhere
+        self.python = python
         self.extraEnvironment: dict = {}
         self.keepTemporaryFiles = False
         self.cancelGraceSeconds = 10.0
@@ -386,11 +419,17 @@ class SegmentationLogic:
     def models(self):
         return self.library.discover()
 
+    def setModelsFolder(self, folder: str | None) -> None:
+        self.library.set_folder(folder)
+
     def addModelFromFile(self, path: str, overwrite: bool = False) -> ModelInfo:
         return self.library.add(path, overwrite=overwrite)
 
+    def removeModel(self, model) -> None:
+        self.library.remove(self.resolveModel(model).path)
+
     def resolveModel(self, model) -> ModelInfo:
-        if model is None:
+        if model is None or model == "":
             raise ModelError("No model selected. Add a model bundle (.lightunetr folder) and select it.")
         if isinstance(model, ModelInfo):
             return model
@@ -399,13 +438,23 @@ class SegmentationLogic:
             return read_model_info(model)  # a path: "Model not found: ..." when it does not exist
         return self.library.find(model)
 
+    @staticmethod
+    def inputVolumes(scene=None) -> list:
+        """The volumes "Segment all loaded volumes" takes: the user's scalar volumes, not label maps, hidden
+        nodes or volumes a LightUNETR module made (uncertainty maps)."""
+        scene = scene or slicer.mrmlScene
+        col = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+        nodes = [col.GetItemAsObject(i) for i in range(col.GetNumberOfItems())]
+        return [n for n in nodes if generated.is_input_volume(n)]
+
     # running
     def process(self, inputVolumeNode, outputSegmentationNode=None, model=None, device="auto", roiNode=None,
                 waitForCompletion=True, timeout=None, **options) -> SegmentationJob:
         """Segment ``inputVolumeNode`` (or a list, one volume per model channel) with ``model`` (bundle
         path, model name in the models folder, or :class:`ModelInfo`). ``outputSegmentationNode`` None
         creates one. Options: ``uncertainty``, ``overlap``, ``largestComponent``, ``tta``, ``threads``,
-        ``on_progress(job)``, ``on_finished(job)``. Returns the :class:`SegmentationJob` (finished when
+        ``ijkBox`` (an inclusive IJK box ``(lo, hi)`` of the input to segment, instead of ``roiNode``),
+        ``kind`` (the :mod:`.generated` kind of a created node), ``on_progress(job)``, ``on_finished(job)``. Returns the :class:`SegmentationJob` (finished when
         ``waitForCompletion``)."""
         job = SegmentationJob(self, inputVolumeNode, outputSegmentationNode, model, device, roiNode, options)
         job.start()
@@ -432,7 +481,21 @@ class SegmentationLogic:
             job.cancel()
 
     def shutdown(self) -> None:
-        """Kill every running job (module cleanup / application exit)."""
+        """Kill every running job and remove its temporary files (module cleanup / application exit)."""
         for job in list(self.activeJobs):
-            if job.runner is not None:
-                job.runner.kill()
+            job.kill()
+        self.activeJobs = []
+
+
+_SHARED: SegmentationLogic | None = None
+
+
+def shared_logic(modelsFolder: str | None = None) -> SegmentationLogic:
+    """The one :class:`SegmentationLogic` of this Slicer session: the Segmentation module's widget, the
+    Segment Editor effect and the Training module all use it, so they share one model library (a model
+    added in one place appears in all) and one list of running jobs. ``modelsFolder`` is used only when
+    the instance is created."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = SegmentationLogic(modelsFolder=modelsFolder)
+    return _SHARED

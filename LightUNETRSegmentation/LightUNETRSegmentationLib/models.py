@@ -6,12 +6,15 @@ card and checks the weights' SHA-256 when it loads the bundle.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
 
 from .segments import LabelSpec
+
+logger = logging.getLogger("LightUNETR")
 
 BUNDLE_SUFFIX = ".lightunetr"
 CARD_FILE = "model_card.json"
@@ -99,11 +102,44 @@ def read_model_info(path: str) -> ModelInfo:
 
 
 class ModelLibrary:
-    """Bundles in a models folder."""
+    """Bundles in a models folder. One library is shared by the Segmentation module, the Segment Editor
+    effect and the Training module (see :func:`LightUNETRSegmentationLib.logic.shared_logic`), and every
+    change (a model added or removed, another folder chosen) is announced to the listeners, so each
+    model list is refreshed at once.
+    """
 
     def __init__(self, folder: str | None = None):
-        self.folder = folder or default_models_folder()
+        self._folder = os.path.abspath(folder or default_models_folder())
+        self._listeners: list = []
 
+    @property
+    def folder(self) -> str:
+        return self._folder
+
+    def set_folder(self, folder: str | None) -> None:
+        folder = os.path.abspath(folder or default_models_folder())
+        if folder != self._folder:
+            self._folder = folder
+            self._notify()
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, callback) -> None:
+        """``callback()`` is called after every change of the library (on the thread that changed it)."""
+        if callback not in self._listeners:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:  # a listener (a widget being destroyed) must not break the library
+                logger.exception("LightUNETR: model library listener failed")
+
+    # ------------------------------------------------------------------ content
     def discover(self) -> tuple[list[ModelInfo], list[str]]:
         """(usable models sorted by name, messages about folders that are not usable bundles)."""
         models, problems = [], []
@@ -131,11 +167,15 @@ class ModelLibrary:
                 return m
         names = ", ".join(m.name for m in models) or "none"
         raise ModelError(f"No model named '{name_or_path}' in {self.folder} (available: {names}). "
-                         "Add one with 'Add model from file'.")
+                         "Add one with 'Add model...'.")
+
+    def contains(self, info: ModelInfo) -> bool:
+        return os.path.dirname(os.path.abspath(info.path)) == self.folder
 
     def add(self, source: str, overwrite: bool = False) -> ModelInfo:
-        """Copy a bundle folder (or the folder of a ``model_card.json``) into the models folder
-        atomically (temp copy + rename). Returns the installed model."""
+        """Copy a bundle folder (or the folder of a ``model_card.json``) into the models folder. The copy
+        is made under a hidden temporary name and renamed into place only when complete, so the folder
+        never holds a half-copied bundle; a replaced bundle is moved aside first and removed last."""
         info = read_model_info(source)
         base = os.path.basename(info.path.rstrip(os.sep))
         if not base.endswith(BUNDLE_SUFFIX):
@@ -146,18 +186,28 @@ class ModelLibrary:
             return info
         if os.path.exists(target) and not overwrite:
             raise ModelError(f"A model '{base}' is already installed in {self.folder}; remove it or allow replacing it.")
-        tmp = os.path.join(self.folder, f".tmp-{uuid.uuid4().hex[:8]}-{base}")
-        shutil.copytree(info.path, tmp)
+        token = uuid.uuid4().hex[:8]
+        tmp = os.path.join(self.folder, f".tmp-{token}-{base}")
+        old = os.path.join(self.folder, f".old-{token}-{base}")
         try:
+            shutil.copytree(info.path, tmp)
+            read_model_info(tmp)  # the copy is complete and readable before it becomes visible
             if os.path.exists(target):
-                shutil.rmtree(target)
+                os.replace(target, old)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        self._notify()
         return read_model_info(target)
 
     def remove(self, name_or_path: str) -> None:
+        """Delete a bundle of the models folder (moved to a hidden name first, so a failed delete never
+        leaves a half bundle that looks usable)."""
         m = self.find(name_or_path)
-        if os.path.dirname(m.path) != os.path.abspath(self.folder):
+        if not self.contains(m):
             raise ModelError(f"{m.path} is not in the models folder {self.folder}; not removing it.")
-        shutil.rmtree(m.path)
+        trash = os.path.join(self.folder, f".removed-{uuid.uuid4().hex[:8]}-{os.path.basename(m.path)}")
+        os.replace(m.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self._notify()

@@ -5,7 +5,6 @@ bad inputs as messages, and a queue of volumes."""
 
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -158,6 +157,34 @@ def test_cancel_leaves_no_process_and_no_change(scene, tmp_path, logic, tiny_bun
 
 
 @pytest.mark.slow
+def test_shutdown_kills_jobs_and_removes_patient_copies(scene, tmp_path, tiny_bundle):
+    """Module cleanup / application exit: the running job's process tree is killed and the uncompressed
+    copy of the patient's volume in the temporary folder is removed, with nothing left to poll."""
+    from LightUNETRSegmentationLib.logic import SegmentationLogic
+
+    logic = SegmentationLogic(modelsFolder=str(tmp_path / "models"))
+    logic.extraEnvironment = {"OMP_NUM_THREADS": "1"}
+    volume = scenarios.add_volume("big", scenarios.test_pattern((64, 64, 64), seed=2).astype(np.float32), "oblique")
+    job = logic.processAsync(volume, None, tiny_bundle, device="cpu", overlap=0.9)
+    workdir, own = job.workdir, job.runner._own_dir
+    assert os.path.isfile(os.path.join(workdir, "input0.nrrd")), "the job works on an exported copy"
+    pid = job.runner.process.pid
+    deadline = time.time() + TIMEOUT
+    children = []
+    while not children and time.time() < deadline:
+        children = jobrunner.descendant_pids(pid)
+        time.sleep(0.05)
+    logic.shutdown()
+    assert not os.path.exists(workdir) and not os.path.exists(own), "temporary copies left behind"
+    assert job.done and job.status == logic_module.CANCELLED and not logic.activeJobs
+    for p in [pid, *children]:
+        end = time.time() + 10
+        while _alive(p) and time.time() < end:
+            time.sleep(0.05)
+        assert not _alive(p), f"process {p} left behind"
+
+
+@pytest.mark.slow
 def test_engine_failure_leaves_scene_untouched(scene, tmp_path, logic, tiny_bundle):
     broken = shutil.copytree(tiny_bundle, tmp_path / "broken.lightunetr")
     with open(broken / "model.safetensors", "r+b") as f:  # corrupt the weights: SHA-256 check fails
@@ -205,17 +232,3 @@ def test_model_library(tmp_path, tiny_bundle):
     ckpt.write_bytes(b"\x80")
     with pytest.raises(ModelError, match="checkpoint"):
         lib.add(str(ckpt))
-
-
-@pytest.mark.slow
-def test_environment_report():
-    from LightUNETRSegmentationLib import environment
-
-    report = environment.environment_report()
-    assert report["python"] == sys.version.split()[0]
-    assert report["slicer"].startswith("slicer-core")
-    assert report["engine"].get("torch"), report["engine"]
-    assert "cuda_available" in report["engine"]
-    text = environment.format_report(report)
-    assert "torch:" in text and "CUDA available" in text
-    assert environment.missing_dependencies() == {}
