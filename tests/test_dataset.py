@@ -181,18 +181,18 @@ def test_cache_is_reused_and_invalidated_by_mtime(demo, tmp_path):
     shutil.copytree(demo.parent, data)
     cache = tmp_path / "cache"
     first = prepare_dataset(data / "dataset.json", cache)
-    assert first.stats == {"preprocessed": 7, "cached": 0}
+    assert first.stats == {"preprocessed": 7, "cached": 0, "empty_labels": 0, "warnings": []}
     entries = sorted(p.name for p in cache.iterdir())
     assert len(entries) == 7 and not any(p.name.startswith(".") for p in cache.rglob("*"))
     second = prepare_dataset(data / "dataset.json", cache)
-    assert second.stats == {"preprocessed": 0, "cached": 7}
+    assert second.stats == {"preprocessed": 0, "cached": 7, "empty_labels": 0, "warnings": []}
     np.testing.assert_array_equal(np.asarray(first.labeled[0].image), np.asarray(second.labeled[0].image))
     # Touch one source file: only that case is redone.
     target = data / load_manifest(data / "dataset.json").by_role("labeled")[0].images[0].relative_to(data)
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     third = prepare_dataset(data / "dataset.json", cache)
-    assert third.stats == {"preprocessed": 1, "cached": 6}
+    assert third.stats == {"preprocessed": 1, "cached": 6, "empty_labels": 0, "warnings": []}
     # A different plan is a different key.
     from lightunetr_core.data.preprocessing import PreprocessingPlan
 
@@ -457,4 +457,4 @@ def test_folder_with_dicom_series_case(tmp_path):
     expected = (vol[::-1, ::-1, :] - vol.mean()) / vol.std()
     np.testing.assert_allclose(np.asarray(ds.labeled[0].image[0]), expected, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(ds.labeled[0].label), _label()[::-1, ::-1, :])
-    assert prepare_dataset(root, tmp_path / "cache").stats == {"preprocessed": 0, "cached": 1}
+    assert prepare_dataset(root, tmp_path / "cache").stats == {"preprocessed": 0, "cached": 1, "empty_labels": 0, "warnings": []}

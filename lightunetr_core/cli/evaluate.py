@@ -140,8 +140,13 @@ def read_label_map(path: Path):
     import numpy as np
     import SimpleITK as sitk
 
+    from lightunetr_core.data.integrity import IncompleteImageError, check_complete
+
     try:
+        check_complete(path)  # SimpleITK zero-fills some truncated files without an error
         image = sitk.ReadImage(str(path))
+    except IncompleteImageError as exc:
+        raise BadInput(str(exc)) from None
     except RuntimeError as exc:
         raise BadInput(f"cannot read {path}: {str(exc).strip().splitlines()[-1]}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -155,6 +160,10 @@ def read_label_map(path: Path):
             raise BadInput(f"{path} holds non-integer values: it looks like a probability map; "
                            "evaluate needs label maps (threshold/argmax first)")
         array = array.astype(np.int64)
+    if array.size and int(array.min()) < 0:
+        negative = sorted({int(v) for v in np.unique(array) if v < 0})
+        raise BadInput(f"{path} holds negative label value(s) {negative[:10]}; label maps use 0 for the background "
+                       "and 1..K for the classes (train refuses them too). Remap the values first")
     return image, array
 
 

@@ -436,12 +436,13 @@ def _class_locations(label: np.ndarray, classes, rng: np.random.Generator) -> di
     return out
 
 
-def _check_case_content(case: CaseSpec, spec: DatasetSpec, problems: list[str]):
-    """Read a case fully and check it. Returns (sitk images, sitk label or None) or None if unusable."""
+def _check_case_content(case: CaseSpec, spec: DatasetSpec, problems: list[str], warnings: list[str]):
+    """Read a case fully and check it. Returns (sitk images, sitk label or None) or None if unusable.
+    Problems make the case unusable; warnings (a constant image, an empty label) are reported only."""
     import SimpleITK as sitk
 
     from lightunetr_core.data.geometry import Geometry
-    from lightunetr_core.data.io import ImageReadError, read_image
+    from lightunetr_core.data.io import ImageReadError, image_warnings, read_image
 
     tag = f"case {case.id!r}"
     images = []
@@ -452,6 +453,8 @@ def _check_case_content(case: CaseSpec, spec: DatasetSpec, problems: list[str]):
         except ImageReadError as exc:
             problems.append(f"{tag}: {exc}")
             ok = False
+        else:
+            warnings += image_warnings(images[-1], f"{tag}: {path.name}")
     if ok and len(images) > 1:
         g0 = Geometry.of(images[0])
         for n, img in enumerate(images[1:], start=1):
@@ -493,9 +496,14 @@ def _check_case_content(case: CaseSpec, spec: DatasetSpec, problems: list[str]):
                 )
                 ok = False
             elif case.role == "labeled" and values.max(initial=0) == 0:
-                problems.append(f"{tag}: label {case.label.name} is empty (all background); draw the structures or make the case \"unlabeled\"")
-                ok = False
+                # True negatives (lesion data: scans without a lesion) are valid training cases.
+                warnings.append(f"{tag}: label {case.label.name} is empty (all background); used as a case without "
+                                "the structures (true negative)")
     return (images, label) if ok else None
+
+
+def _label_values(entry: Path) -> list[int]:
+    return json.loads((entry / "meta.json").read_text()).get("label_values", [])
 
 
 def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -601,6 +609,7 @@ def prepare_dataset(
     spec = load_dataset_spec(manifest_or_folder)
     cache_dir = Path(cache_dir)
     problems: list[str] = []
+    warnings: list[str] = []
 
     if events is not None:
         events.stage("validate", f"checking {len(spec.cases)} case(s) of {spec.name}")
@@ -685,9 +694,12 @@ def prepare_dataset(
                 bad = [v for v in meta.get("label_values", []) if v not in spec.labels]
                 if bad:
                     problems.append(f"case {case.id!r}: label {case.label.name if case.label else ''} contains value(s) {bad} not declared in labels {sorted(spec.labels)}; declare them or remap the label map")
+                warnings += meta.get("warnings", [])  # said when the case was read, kept with the cache
                 cached[case.id] = entry
                 continue
-            loaded = _check_case_content(case, spec, problems)
+            case_warnings: list[str] = []
+            loaded = _check_case_content(case, spec, problems, case_warnings)
+            warnings += case_warnings
             if loaded is None or problems:
                 continue  # keep checking the other cases, but write nothing
             images, label = loaded
@@ -719,6 +731,7 @@ def prepare_dataset(
                 "label": str(case.label) if case.label else None,
                 "plan": plan_dict,
                 "cache_version": CACHE_VERSION,
+                "warnings": case_warnings,
             }
             if pre.label is not None and case.role != "unlabeled":
                 lab = np.asarray(pre.label, dtype=np.uint8)
@@ -728,6 +741,12 @@ def prepare_dataset(
                 np.savez(out / "locations.npz", **{f"class_{k}": v for k, v in locs.items()})
             (out / "meta.json").write_text(json.dumps(meta, indent=1))
             staged[case.id] = out
+        labeled_ids = {c.id for c in spec.by_role("labeled")}
+        empty = [cid for cid in labeled_ids if cid in staged or cid in cached]
+        empty = [cid for cid in empty if _label_values(staged.get(cid) or cached[cid]) == [0]]
+        if labeled_ids and len(empty) == len(labeled_ids) and not problems:
+            problems.append("every labelled case has an empty label (all background): there is nothing to learn; "
+                            "draw the structures in at least one labelled case")
         if problems:
             raise DatasetError(problems, spec.source)
         # 4. Everything is valid: move staged entries into the cache (each rename is atomic).
@@ -753,9 +772,13 @@ def prepare_dataset(
     for pc in prepared["labeled"] + prepared["validation"]:
         if pc.label is not None and not pc.class_locations:
             pc.class_locations = _class_locations(np.asarray(pc.label), spec.labels, class_rng)
-    stats = {"preprocessed": len(staged), "cached": len(cached) - len(staged)}
+    stats = {"preprocessed": len(staged), "cached": len(cached) - len(staged), "empty_labels": len(empty),
+             "warnings": warnings}
     if events is not None:
-        events.log(f"dataset {spec.name}: {stats['preprocessed']} case(s) preprocessed, {stats['cached']} reused from {cache_dir}")
+        for warning in warnings:
+            events.log(warning, level="warning")
+        events.log(f"dataset {spec.name}: {stats['preprocessed']} case(s) preprocessed, {stats['cached']} reused from "
+                   f"{cache_dir}; {len(empty)} labelled case(s) with an empty label, {len(warnings)} warning(s)")
     return PreparedDataset(
         spec.name, plan, dict(spec.labels), list(spec.modalities),
         prepared["labeled"], prepared["unlabeled"], prepared["validation"], spec.by_role("test"), cache_dir, stats,

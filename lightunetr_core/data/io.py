@@ -1,8 +1,9 @@
 """Reading and writing medical images with SimpleITK, with checks that name the problem and the fix.
 
 * :func:`read_image` reads NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd) or a folder
-  holding one DICOM series, and rejects what the networks cannot use (2-D, 4-D, multi-component,
-  NaN/inf voxels, zero/negative spacing, a singular direction matrix).
+  holding one DICOM series, and rejects what the networks cannot use (truncated or corrupt files, 2-D,
+  4-D, multi-component, NaN/inf voxels, zero/negative spacing, a singular direction matrix). SimpleITK's
+  NIfTI reader turns NaN into 0 before we see it; NRRD and MetaImage keep NaN, and those are refused.
 * :func:`write_image` and :func:`write_segmentation_nrrd` write atomically: a temporary file in the
   same folder, then ``os.replace``; an existing file is kept unless ``overwrite=True``.
 
@@ -20,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lightunetr_core.terminology import terminology_for
+
+from .integrity import IncompleteImageError, check_complete
+
 __all__ = [
     "ImageReadError",
     "OutputExistsError",
@@ -27,22 +32,15 @@ __all__ = [
     "image_extension",
     "inspect_image",
     "read_image",
+    "image_warnings",
     "write_image",
     "write_segmentation_nrrd",
-    "DEFAULT_TERMINOLOGY",
 ]
 
 #: File name endings we read (besides DICOM folders); longest first so ".nii.gz" wins over ".gz".
 IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Endings we write (single-file formats only, so the atomic rename moves everything).
 WRITE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-
-#: Slicer's terminology entry for a segment without a specific code ("Tissue").
-DEFAULT_TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list"
-    "~SCT^85756007^Tissue~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^"
-)
-
 
 class ImageReadError(ValueError):
     """An input image cannot be used; the message names the file, the problem and the fix."""
@@ -176,6 +174,9 @@ def inspect_image(path: str | os.PathLike) -> dict:
 
 def _read_failure(path: Path, exc: BaseException) -> ImageReadError:
     detail = _first_line(exc)
+    if "No such file or directory" in detail and path.exists():
+        # MetaImage reports missing voxel data this way (the header was read, the data was short)
+        detail = "the voxel data is missing or shorter than the header says"
     if "spacing" in detail.lower():
         return ImageReadError(
             f"{path}: invalid voxel spacing in the header ({detail}). Fix the header (pixdim in NIfTI, "
@@ -212,9 +213,13 @@ def read_image(path: str | os.PathLike, series_id: str | None = None) -> sitk.Im
             reader.SetFileNames(files)
             image = reader.Execute()
         else:
+            # SimpleITK zero-fills some truncated or corrupt files without an error (integrity.py).
+            check_complete(p)
             image = sitk.ReadImage(str(p))
     except ImageReadError:
         raise
+    except IncompleteImageError as exc:
+        raise ImageReadError(str(exc)) from None
     except RuntimeError as exc:
         raise _read_failure(p, exc) from None
     image = _reduce_trailing_unit_axis(image)
@@ -225,12 +230,24 @@ def read_image(path: str | os.PathLike, series_id: str | None = None) -> sitk.Im
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
-            bad = int(array.size - np.count_nonzero(finite))
+            bad = np.argwhere(~finite)  # [z, y, x]
+            where = ", ".join(f"({x}, {y}, {z})" for z, y, x in bad[:3].tolist())
             raise ImageReadError(
-                f"{p}: {bad} voxel(s) are NaN or infinite. Replace them (e.g. with 0 or the background "
-                "value) before segmenting; the network cannot process non-finite values."
+                f"{p}: {len(bad)} voxel(s) are NaN or infinite (voxel index i, j, k: {where}"
+                f"{' ...' if len(bad) > 3 else ''}). Replace them (e.g. with 0 or the background value) before "
+                "segmenting or training; the network cannot process non-finite values."
             )
     return image
+
+
+def image_warnings(image: sitk.Image, where: str) -> list[str]:
+    """Things a valid image should not be, said as warnings (the job goes on): a constant image carries
+    no information for a network."""
+    array = sitk.GetArrayViewFromImage(image)
+    if array.size and float(array.min()) == float(array.max()):
+        return [f"{where}: every voxel has the value {float(array.min()):g}: a constant image carries no "
+                "information (an empty export, a wrong series?)."]
+    return []
 
 
 def _check_output(path: Path, overwrite: bool, allowed: Sequence[str] = WRITE_EXTENSIONS) -> str:
@@ -329,7 +346,7 @@ def write_segmentation_nrrd(
             continue
         name = str(_label_field(label, "name", f"Segment_{value}"))
         color = _label_field(label, "color") or [0.5, 0.5, 0.5]
-        terminology = _label_field(label, "terminology") or DEFAULT_TERMINOLOGY
+        terminology = _label_field(label, "terminology") or terminology_for(name, value)
         box = objects[value - 1] if value - 1 < len(objects) else None
         if box is None:
             extent = "0 -1 0 -1 0 -1"
