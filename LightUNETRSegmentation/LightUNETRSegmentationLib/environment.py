@@ -42,6 +42,7 @@ REQUIREMENTS = {
     "numpy": ">=1.24",
     "scipy": ">=1.10",
     "safetensors": ">=0.4",
+    "matplotlib": ">=3.7",
 }
 IMPORT_NAMES = {"SimpleITK": "SimpleITK"}
 #: Installed packages a dependency install must never change: the PyTorch extension's torch build and

@@ -84,7 +84,7 @@ class TrainingConfig:
         """Arguments after ``lightunetr train``."""
         args = ["--data", manifest, "-o", run_dir, "--recipe", self.recipe, "--architecture", self.architecture,
                 "--iterations", str(int(self.iterations)),
-                "--patch-size", ",".join(str(int(p)) for p in self.patch_size),
+                "--patch-size", *[str(int(p)) for p in self.patch_size],
                 "--batch-labeled", str(int(self.batch_labeled)), "--batch-unlabeled", str(int(self.batch_unlabeled)),
                 "--val-every", str(int(self.val_every)), "--optimizer", self.optimizer, "--seed", str(int(self.seed)),
                 "--device", self.device, "--name", self.name]

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "cost",
     "train",
     "evaluate",
+    "plot",
     "export_onnx",
     "demo",
     "segment",

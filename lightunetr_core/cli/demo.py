@@ -96,7 +96,7 @@ def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, see
     train_cli.register(parser.add_subparsers(dest="command"))
     argv = [
         "train", "--data", data, "-o", str(run_dir), "--recipe", recipe,
-        "--iterations", str(iterations), "--patch-size", ",".join(str(p) for p in schedule["patch"]),
+        "--iterations", str(iterations), "--patch-size", *[str(p) for p in schedule["patch"]],
         "--batch-labeled", "2", "--batch-unlabeled", "2",
         # The same labelled-crop sampling for CSE and the baseline, so only the method differs.
         "--foreground-oversample", "0.33",

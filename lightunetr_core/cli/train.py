@@ -7,20 +7,26 @@ and the JSON events. Multi-process: ``torchrun --nproc_per_node N -m lightunetr_
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 RECIPE_CHOICES = {"cse-reference": "reference", "cse-paper": "paper", "supervised": "supervised"}
 
 
-def _triple(text: str) -> tuple[int, int, int]:
-    parts = [p for p in text.replace("x", ",").replace("×", ",").split(",") if p.strip()]
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected X,Y,Z (e.g. 112,112,80) or one number, got {text!r}")
+def parse_patch_size(values) -> tuple[tuple[int, int, int], bool]:
+    """``--patch-size X Y Z`` (or one number for a cube) → (size, used the deprecated ``X,Y,Z`` form).
+    ``X,Y,Z`` / ``XxYxZ`` in one word is still accepted (the form this option had before 0.2)."""
+    words = [str(v) for v in values]
+    old_form = len(words) == 1 and any(sep in words[0] for sep in (",", "x", "×"))
+    if old_form:
+        words = [w for w in words[0].replace("x", ",").replace("×", ",").split(",") if w.strip()]
+    if len(words) == 1:
+        words = words * 3
+    if len(words) != 3:
+        raise argparse.ArgumentTypeError(f"--patch-size takes X Y Z (e.g. 112 112 80) or one number, got {' '.join(map(str, values))!r}")
     try:
-        return tuple(int(p) for p in parts)
+        return tuple(int(w) for w in words), old_form
     except ValueError:
-        raise argparse.ArgumentTypeError(f"patch size must be integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--patch-size must be integers, got {' '.join(map(str, values))!r}") from None
 
 
 def register(subparsers) -> None:
@@ -37,8 +43,9 @@ def register(subparsers) -> None:
                    help="cse-reference (default; released numbers), cse-paper, supervised")
     p.add_argument("--architecture", choices=["lightunetr", "lightunetr_large"], default="lightunetr")
     p.add_argument("--iterations", type=int, default=15000, help="total iterations (default 15000)")
-    p.add_argument("--patch-size", type=_triple, default=(112, 112, 80),
-                   help="training patch X,Y,Z, multiples of 16 (default 112,112,80)")
+    p.add_argument("--patch-size", nargs="+", default=["112", "112", "80"], metavar="N",
+                   help="training patch X Y Z, multiples of 16 (default 112 112 80; the old form 112,112,80 is "
+                        "still accepted)")
     p.add_argument("--batch-labeled", type=int, default=2, help="labelled crops per step (default 2)")
     p.add_argument("--batch-unlabeled", type=int, default=2, help="unlabelled crops per step (default 2)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
@@ -63,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help="preprocessed-data cache (default RUN_DIR/cache)")
     p.add_argument("--name", default=None, help="bundle name (default: the dataset name)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars (losses, learning rate, validation Dice) to RUN_DIR/tensorboard "
+                        "(needs: pip install tensorboard)")
     p.add_argument("--events", choices=["human", "json"], default="human",
                    help="progress output: human (stderr) or JSON lines (stdout)")
     p.add_argument("--cancel-file", default=None, help="stop cleanly (checkpoint, exit 3) when this file appears")
@@ -95,6 +105,11 @@ def _check_args(args) -> None:
         problems.append("--val-every must be ≥ 0")
     if args.lr is not None and not args.lr > 0:
         problems.append("--lr must be positive")
+    if getattr(args, "tensorboard", False):
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            problems.append("--tensorboard needs the tensorboard package: pip install tensorboard")
     if not problems:
         import math
 
@@ -156,11 +171,19 @@ def run(args) -> int:
     def bad(message: str) -> int:
         if info.is_main:
             events.error(message, kind="bad_input")
+        events.close()
         if created_root is not None and created_root.exists() and info.is_main:
             shutil.rmtree(created_root, ignore_errors=True)  # never leave a half-made run folder
         return EXIT_BAD_INPUT
 
     try:
+        try:
+            args.patch_size, old_form = parse_patch_size(args.patch_size)
+        except argparse.ArgumentTypeError as exc:
+            raise _BadInput(str(exc)) from None
+        if old_form:
+            events.log("--patch-size X,Y,Z is deprecated; write --patch-size "
+                       + " ".join(str(p) for p in args.patch_size), level="warning")
         _check_args(args)
         if args.threads:
             import torch
@@ -207,6 +230,7 @@ def run(args) -> int:
         )
         data = _training_data(prepared, args)
         trainer = Trainer(config, data, events if info.is_main else None, cancel, info)
+        board = _tensorboard(run_dir, events) if args.tensorboard and info.is_main else None
         try:
             summary = trainer.run()
         except BadTrainingInput as exc:
@@ -235,6 +259,9 @@ def run(args) -> int:
             events.error(f"{type(exc).__name__}: {exc}", kind="internal", traceback=traceback.format_exc()[-4000:])
         return EXIT_ERROR
     finally:
+        if "board" in locals() and board is not None:
+            board.close()
+        events.close()
         ddp.cleanup(info)
 
 
@@ -340,6 +367,30 @@ def _init_weights(args, card, arch_args):
     return {k: v.detach().cpu() for k, v in loaded.model.state_dict().items()}
 
 
+def _tensorboard(run_dir, events):
+    """TensorBoard scalars fed by the job's events: losses and learning rate per iteration, Dice per validation."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def on_event(record: dict) -> None:
+        if record["event"] == "iteration":
+            step = record["iteration"]
+            for term, value in (record.get("loss") or {}).items():
+                if value is not None:
+                    writer.add_scalar(f"loss/{term}", value, step)
+            if record.get("lr") is not None:
+                writer.add_scalar("learning_rate", record["lr"], step)
+        elif record["event"] == "validation" and record.get("dice") is not None:
+            writer.add_scalar("validation/dice", record["dice"], record["iteration"])
+            for name, value in (record.get("per_class") or {}).items():
+                if value is not None:
+                    writer.add_scalar(f"validation/dice_{name}", value, record["iteration"])
+
+    events.add_listener(on_event)
+    return writer
+
+
 def _write_bundle(args, prepared, trainer, config, summary):
     from lightunetr_core.bundle import ModelCard, default_labels, save_bundle
     from lightunetr_core.models import build_model
@@ -364,11 +415,27 @@ def _write_bundle(args, prepared, trainer, config, summary):
             "validation_cases": len(prepared.validation), "iterations": summary["iteration"], "seed": config.seed,
             "weights": source, "best_validation_dice": summary.get("best_dice"),
             "best_iteration": summary.get("best_iteration"), "dataset": prepared.name,
-            "source": "lightunetr train",
+            "source": "lightunetr train", **_environment_provenance(),
+            "cases": {"labeled": [c.id for c in prepared.labeled], "unlabeled": [c.id for c in prepared.unlabeled],
+                      "validation": [c.id for c in prepared.validation]},
         },
     )
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return save_bundle(config.run_dir / safe, model, card)
+
+
+def _environment_provenance() -> dict:
+    """Software versions and the command line of this run (recorded in the model card)."""
+    import platform
+    import sys
+
+    import monai
+    import torch
+
+    from lightunetr_core import __version__
+
+    return {"lightunetr_core": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "python": platform.python_version(), "command_line": [Path(sys.argv[0]).name, *sys.argv[1:]]}
 
 
 def main(argv: list[str] | None = None) -> int:

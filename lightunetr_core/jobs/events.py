@@ -17,6 +17,8 @@ Common events and their fields (all jobs):
 ``cancelled``  ``message``, ``checkpoint`` (path or null)
 ``error``      ``message`` (what went wrong and what to do), ``kind`` ("bad_input" | "internal")
 ``log``        ``level``, ``message``
+``iteration``  ``iteration``, ``loss``, ``lr``: one per training iteration, written only to the run's
+               ``events.jsonl`` (not to stdout), for the training log and its plot
 
 Exit codes: :data:`EXIT_OK`, :data:`EXIT_ERROR`, :data:`EXIT_BAD_INPUT`, :data:`EXIT_CANCELLED`.
 """
@@ -31,6 +33,7 @@ import time
 from typing import Any, TextIO
 
 EVENT_SCHEMA_VERSION = 1
+_MAX_PENDING = 10_000
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -62,7 +65,13 @@ class EventWriter:
     Args:
         job: job name put in every event ("train", "segment", ...).
         json_stream: where JSON lines go; ``None`` disables them (plain CLI use).
-        human_stream: where human-readable progress goes; ``None`` disables it.
+        human_stream: where human-readable progress goes; ``None`` disables it. On a terminal progress is
+            one bar redrawn with ``\\r``; elsewhere (a log file, ``nohup``, a cluster job) every event is a
+            timestamped line.
+
+    Besides the streams, a job can keep its events: :meth:`keep_in` appends every event (also the ones
+    emitted before, and the ``iteration`` records that never go to stdout) to a JSON-lines file, flushed
+    line by line so it survives a crash; :meth:`add_listener` calls a function with every event.
     """
 
     def __init__(
@@ -76,6 +85,10 @@ class EventWriter:
         self.human_stream = human_stream
         self._lock = threading.Lock()
         self._progress_line_open = False
+        self._human_is_terminal = bool(human_stream is not None and getattr(human_stream, "isatty", lambda: False)())
+        self._file: TextIO | None = None
+        self._pending: list[dict] | None = []  # events before keep_in(): replayed into the file
+        self._listeners: list = []
 
     @classmethod
     def for_cli(cls, job: str, events: str) -> "EventWriter":
@@ -86,16 +99,58 @@ class EventWriter:
             return cls(job, json_stream=sys.stdout, human_stream=human)
         return cls(job, json_stream=None, human_stream=sys.stderr)
 
-    def emit(self, event: str, **fields: Any) -> dict:
+    def emit(self, event: str, *, record_only: bool = False, **fields: Any) -> dict:
+        """Write one event. ``record_only``: only to the kept file and the listeners (per-iteration records)."""
         record = {"event": event, "schema": EVENT_SCHEMA_VERSION, "time": round(time.time(), 3), "job": self.job}
         record.update(_jsonable(fields))
+        line = json.dumps(record, separators=(",", ":"))
         with self._lock:
-            if self.json_stream is not None:
-                self.json_stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            if self.json_stream is not None and not record_only:
+                self.json_stream.write(line + "\n")
                 self.json_stream.flush()
-            if self.human_stream is not None:
+            if self.human_stream is not None and not record_only:
                 self._write_human(record)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+            elif self._pending is not None:
+                self._pending.append(record)
+                if len(self._pending) > _MAX_PENDING:  # nobody keeps this job's events: stop buffering
+                    self._pending = None
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(record)
         return record
+
+    def keep_in(self, path) -> None:
+        """Append every event from now on, and the ones already emitted, to the JSON-lines file ``path``."""
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+            self._file = open(path, "a", encoding="utf-8")
+            for record in self._pending or []:
+                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.flush()
+            self._pending = None
+
+    @property
+    def keeping(self) -> bool:
+        """True once :meth:`keep_in` chose a file."""
+        return self._file is not None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def add_listener(self, callback) -> None:
+        """``callback(record)`` after every event (on the emitting thread)."""
+        self._listeners.append(callback)
 
     # Convenience wrappers keep the field names of the schema in one place.
     def started(self, total: int | None = None, **fields: Any) -> dict:
@@ -118,6 +173,9 @@ class EventWriter:
         return self.emit("log", level=level, message=message)
 
     def _write_human(self, record: dict) -> None:
+        if not self._human_is_terminal:
+            self._write_human_line(record)
+            return
         stream = self.human_stream
         event = record["event"]
         if event == "progress":
@@ -141,5 +199,24 @@ class EventWriter:
             if event in ("stage", "log", "error", "cancelled") and message:
                 stream.write(f"{event}: {message}\n")
             else:
-                stream.write(f"{event}: {json.dumps(details, separators=(',', ':'))[:300]}\n")
+                stream.write(f"{event}: {json.dumps(details, separators=(',', ':'))}\n")
         stream.flush()
+
+    def _write_human_line(self, record: dict) -> None:
+        """One timestamped line per event, nothing redrawn (logs keep every line intact)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["time"]))
+        event = record["event"]
+        if event == "progress":
+            done, total = record.get("done", 0), record.get("total") or 0
+            text = f"{done}/{total}" + (f" ({100 * done / total:.0f} %)" if total else "")
+            if isinstance(record.get("eta_s"), (int, float)):
+                text += f", about {record['eta_s']:.0f} s left"
+            if isinstance(record.get("loss"), dict) and isinstance(record["loss"].get("total"), (int, float)):
+                text += f", loss {record['loss']['total']:.4f}"
+        elif record.get("message"):
+            text = record["message"]
+        else:
+            details = {k: v for k, v in record.items() if k not in ("event", "schema", "time", "job")}
+            text = json.dumps(details, separators=(",", ":"))
+        self.human_stream.write(f"{stamp} {self.job} {event}: {text}\n")
+        self.human_stream.flush()

@@ -34,6 +34,7 @@ from lightunetr_core.training.checkpoint import (
     atomic_torch_save, capture_rng, load_checkpoint, load_sampler_state, restore_rng, sampler_state,
     save_checkpoint,
 )
+from lightunetr_core.training import runlog
 from lightunetr_core.training.recipes import RecipeConfig, make_thresholds, training_step
 from lightunetr_core.training.schedule import WarmupCosine, build_optimizer
 
@@ -269,6 +270,17 @@ class Trainer:
                   best=improved, best_dice=self.best["dice"], cases=result["cases"])
         if improved:
             self.emit("checkpoint", path=str(self.best_path), iteration=self.iteration, kind="best")
+        self._write_report()
+
+    def _write_report(self) -> None:
+        """Refresh the training log CSVs and progress.png from events.jsonl (runlog.py). A failure (a full
+        disk, a broken matplotlib) is a warning: the training itself goes on."""
+        if not (self.dist.is_main and self.events is not None and getattr(self.events, "keeping", False)):
+            return
+        try:
+            runlog.write_run_report(self.run_dir)
+        except Exception as exc:  # noqa: BLE001 - reporting must not stop training
+            self.emit("log", level="warning", message=f"could not update the training log in {self.run_dir}: {exc}")
 
     # -- loop --------------------------------------------------------------------------------------------
     def _check_cancel(self) -> None:
@@ -314,6 +326,8 @@ class Trainer:
             self._resume()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.events is not None and hasattr(self.events, "keep_in") and not self.events.keeping:
+                self.events.keep_in(self.run_dir / runlog.EVENTS_FILE)  # appended across resumes
         self.emit("started", total=c.iterations, config=c.describe(), start_iteration=self.iteration,
                   world_size=self.dist.world_size, device=str(self.device))
         stop_at = c.iterations if c.stop_after is None else min(c.iterations, max(c.stop_after, 0))
@@ -346,6 +360,9 @@ class Trainer:
             self.iteration += 1
             done_here += 1
             lr = self.scheduler.step()
+            if self.dist.is_main:
+                self.emit("iteration", record_only=True, iteration=self.iteration,
+                          loss={k: float(v) for k, v in result.terms.items()}, lr=lr)
             now = time.monotonic()
             if self.dist.is_main and (now - last_emit >= c.progress_interval_s or self.iteration == stop_at or done_here == 1):
                 last_emit = now
@@ -359,6 +376,7 @@ class Trainer:
         else:
             status = "stopped"
             self.save()
+        self._write_report()
         in_sync = ddp.parameters_in_sync(self.model, self.dist)
         if not in_sync:
             raise RuntimeError("DDP ranks ended with different parameters")
@@ -381,6 +399,7 @@ class Trainer:
 
     def _cancelled(self):
         path = self.save()
+        self._write_report()
         raise TrainingCancelled(self.cancel.reason or "cancelled", path, self.iteration)
 
     # -- outputs -----------------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ def test_config_problems_and_args(tmp_path):
     assert TrainingConfig(recipe="magic").problems()
     assert not TrainingConfig().problems()
     args = tiny_config().train_args("m.json", "run", resume=True)
-    assert args[args.index("--patch-size") + 1] == "32,32,32" and args[-1] == "--resume"
+    i = args.index("--patch-size")
+    assert args[i + 1:i + 4] == ["32", "32", "32"] and args[-1] == "--resume"
     with pytest.raises(ValueError, match="Unknown training option"):
         TrainingConfig.from_dict({"iters": 3})
     # the CLI accepts every argument we build
@@ -105,7 +106,7 @@ def test_config_problems_and_args(tmp_path):
     parser = argparse.ArgumentParser()
     train_cli.register(parser.add_subparsers())
     ns = parser.parse_args(["train", *tiny_config(lr=0.01, init_bundle="x").train_args("m.json", "run")])
-    assert ns.iterations == 3 and ns.patch_size == (32, 32, 32) and ns.name == "Tiny"
+    assert ns.iterations == 3 and train_cli.parse_patch_size(ns.patch_size) == ((32, 32, 32), False) and ns.name == "Tiny"
 
 
 def test_plot_nodes_update(scene):
