@@ -41,12 +41,6 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 
 #: Colours for labels 1.. when none are given (Slicer-like, 0..1).
-_PALETTE = [
-    (0.945, 0.412, 0.325), (0.502, 0.682, 0.502), (0.847, 0.396, 0.310), (0.569, 0.376, 0.698),
-    (0.337, 0.556, 0.847), (0.863, 0.745, 0.314), (0.345, 0.725, 0.760), (0.890, 0.529, 0.710),
-]
-
-
 class BundleError(ValueError):
     """A bundle cannot be saved or loaded; the message names the problem and the fix."""
 
@@ -60,12 +54,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def default_labels(names: Sequence[str]) -> list[dict]:
-    """``["background", "liver", ...]`` → label dicts with values 0.. and palette colours."""
-    labels = []
-    for value, name in enumerate(names):
-        color = [0.0, 0.0, 0.0] if value == 0 else list(_PALETTE[(value - 1) % len(_PALETTE)])
-        labels.append({"value": value, "name": str(name), "color": color})
-    return labels
+    """``["background", "liver", ...]`` → label dicts with values 0.., colours and terminology codes
+    (:mod:`lightunetr_core.terminology`: SNOMED CT for known structures)."""
+    from lightunetr_core.terminology import label_entry
+
+    return [label_entry(value, name) for value, name in enumerate(names)]
 
 
 def _pretty_json(value: Any, indent: int = 0) -> str:

@@ -10,57 +10,14 @@ failed import leaves the scene untouched.
 
 from __future__ import annotations
 
-import colorsys
 import os
 from dataclasses import dataclass, field
 
 import slicer
 
-# Terminology strings use Slicer's serialised form:
-# "context~category(scheme^value^meaning)~type~typeModifier~regionContext~region~regionModifier".
-GENERAL_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
-ALTERED_STRUCTURE = ("SCT", "49755003", "Morphologically Altered Structure")
-TISSUE = ("SCT", "85756007", "Tissue")
-PRIVATE_SCHEME = "99LIGHTUNETR"
-
-# A few structures the Light-UNETR benchmarks segment (LA, pancreas, BraTS, BTCV organs): name → (category, type, colour).
-KNOWN_STRUCTURES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str], tuple[float, float, float]]] = {
-    "left atrium": (ANATOMICAL_STRUCTURE, ("SCT", "82471001", "Left atrium"), (0.81, 0.26, 0.26)),
-    "pancreas": (ANATOMICAL_STRUCTURE, ("SCT", "15776009", "Pancreas"), (0.98, 0.78, 0.44)),
-    "spleen": (ANATOMICAL_STRUCTURE, ("SCT", "78961009", "Spleen"), (0.62, 0.31, 0.34)),
-    "liver": (ANATOMICAL_STRUCTURE, ("SCT", "10200004", "Liver"), (0.87, 0.51, 0.40)),
-    "kidney": (ANATOMICAL_STRUCTURE, ("SCT", "64033007", "Kidney"), (0.72, 0.45, 0.38)),
-    "left kidney": (ANATOMICAL_STRUCTURE, ("SCT", "18639004", "Left kidney"), (0.72, 0.45, 0.38)),
-    "right kidney": (ANATOMICAL_STRUCTURE, ("SCT", "9846003", "Right kidney"), (0.72, 0.45, 0.38)),
-    "stomach": (ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach"), (0.85, 0.73, 0.51)),
-    "aorta": (ANATOMICAL_STRUCTURE, ("SCT", "15825003", "Aorta"), (0.88, 0.38, 0.32)),
-    "gallbladder": (ANATOMICAL_STRUCTURE, ("SCT", "28231008", "Gallbladder"), (0.54, 0.78, 0.35)),
-    "heart": (ANATOMICAL_STRUCTURE, ("SCT", "80891009", "Heart"), (0.81, 0.24, 0.24)),
-    "brain": (ANATOMICAL_STRUCTURE, ("SCT", "12738006", "Brain"), (0.98, 0.98, 0.82)),
-    "tumor": (ALTERED_STRUCTURE, ("SCT", "108369006", "Neoplasm"), (0.56, 0.93, 0.56)),
-    "tumour": (ALTERED_STRUCTURE, ("SCT", "108369006", "Neoplasm"), (0.56, 0.93, 0.56)),
-    "neoplasm": (ALTERED_STRUCTURE, ("SCT", "108369006", "Neoplasm"), (0.56, 0.93, 0.56)),
-    "edema": (ALTERED_STRUCTURE, ("SCT", "79654002", "Edema"), (0.99, 0.83, 0.23)),
-    "necrosis": (ALTERED_STRUCTURE, ("SCT", "6574001", "Necrosis"), (0.42, 0.36, 0.76)),
-}
-
-
-def _code(triple) -> str:
-    scheme, value, meaning = triple
-    return f"{scheme}^{value}^{meaning}"
-
-
-def terminology_string(category, type_, context: str = GENERAL_CONTEXT) -> str:
-    """Slicer's terminology entry string for a category and a type, each ``(scheme, value, meaning)``."""
-    return f"{context}~{_code(category)}~{_code(type_)}~^^~{ANATOMIC_CONTEXT}~^^~^^"
-
-
-def default_color(value: int) -> tuple[float, float, float]:
-    """A distinct, stable colour for a label value (golden-angle hue walk)."""
-    hue = (value * 0.618033988749895) % 1.0
-    return colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+# One terminology and colour table for the engine and the modules: lightunetr_core/terminology.py
+# (standard library only, so importing it brings no torch into Slicer's process).
+from lightunetr_core.terminology import color_for, terminology_for
 
 
 @dataclass
@@ -75,19 +32,13 @@ class LabelSpec:
     def __post_init__(self):
         self.value = int(self.value)
         self.name = str(self.name).strip() or f"Label {self.value}"
-        known = KNOWN_STRUCTURES.get(self.name.lower())
         if self.color is None:
-            self.color = known[2] if known else default_color(self.value)
+            self.color = color_for(self.name, self.value)
         self.color = tuple(float(c) for c in self.color)
         if any(c > 1.0 for c in self.color):  # 0..255 colours from a model card
             self.color = tuple(c / 255.0 for c in self.color)
         if self.terminology is None:
-            if known:
-                self.terminology = terminology_string(known[0], known[1])
-            else:
-                self.terminology = terminology_string(
-                    ANATOMICAL_STRUCTURE, (PRIVATE_SCHEME, str(self.value), self.name)
-                )
+            self.terminology = terminology_for(self.name, self.value)
 
 
 def label_specs_from_names(names, colors=None, terminologies=None) -> list[LabelSpec]:
