@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import re
 import sys
 import time
 from pathlib import Path
 
-FORMATS = ("nii.gz", "nrrd", "seg.nrrd")
-_FILE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+FORMATS = ("nii.gz", "nrrd", "seg.nrrd", "dicom-seg")
+_FILE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
+_IMAGE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")  # nnU-Net's case_XXXX channel naming
 
 
 def register(subparsers) -> None:
@@ -23,12 +28,16 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files (.nii.gz, .nii, .nrrd, .mha, .mhd) or DICOM series folders")
+                        help="image files (.nii.gz, .nii, .nrrd, .mha, .mhd), DICOM series folders, or folders of "
+                             "images (one case per file, or nnU-Net style CASE_0000.nii.gz, CASE_0001... per channel)")
     parser.add_argument("-m", "--model", required=True, help="model bundle folder (NAME.lightunetr)")
     parser.add_argument("-o", "--output", required=True,
                         help="output folder, or an output file name when segmenting a single case")
     parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="output format in a folder (default nii.gz; a file name's ending wins)")
+                        help="output format in a folder (default nii.gz; a file name's ending wins); dicom-seg: a DICOM "
+                             "Segmentation object for a DICOM series input (needs pip install 'lightunetr-core[dicom]')")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also write CASE_statistics.csv: voxel count and volume (ml) per class")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap 0..<1 (default 0.5)")
     parser.add_argument("--stride", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                         help="window step in voxels of the model grid instead of --overlap; the reference's dense "
@@ -47,7 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--probabilities", action="store_true",
                         help="also write class probabilities (float32 vector image, one component per class)")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also write the normalised entropy map (0 = certain, 1 = uniform)")
+                        help="also write the normalised entropy map (0 = certain, 1 = uniform) and report a review "
+                             "score: the mean entropy within 5 mm of the predicted structures (a 'review' event)")
     parser.add_argument("--roi", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                         help="segment only inside this box (LPS millimetres; Slicer's RAS x,y negated)")
     parser.add_argument("--tta", action="store_true", help="test-time mirroring (4 passes, slower)")
@@ -67,6 +77,63 @@ def _case_name(path: Path) -> str:
     return name
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_IMAGE_ENDINGS))
+
+
+def _folder_cases(folder: Path, channels: int) -> list[tuple[str, list[Path]]]:
+    """The cases of a folder of images: one per file, or nnU-Net style ``CASE_XXXX`` files per channel."""
+    groups: dict[str, dict[int, Path]] = {}
+    for path in _image_files(folder):
+        m = _CHANNEL.match(_case_name(path))
+        name, index = (m.group(1), int(m.group(2))) if m else (_case_name(path), None)
+        group = groups.setdefault(name, {})
+        if index is None:
+            if channels != 1:
+                raise OutputPlanError(f"{path}: the model needs {channels} channels per case; name the files "
+                                      f"{name}_0000, {name}_0001, ... (nnU-Net style)")
+            index = 0
+        if index in group:
+            raise OutputPlanError(f"{folder}: case {name!r} has channel {index} twice ({group[index].name}, {path.name})")
+        group[index] = path
+    cases = []
+    for name, group in groups.items():
+        if sorted(group) != list(range(channels)):
+            raise OutputPlanError(f"{folder}: case {name!r} has channel file(s) {sorted(group)} but the model needs "
+                                  f"channels 0..{channels - 1} ({name}_0000 ... {name}_{channels - 1:04d})")
+        cases.append((name, [group[i] for i in range(channels)]))
+    return cases
+
+
+def expand_inputs(inputs: list[Path], channels: int, channel_names=()) -> list[tuple[str, list[Path]]]:
+    """(case name, channel paths) per case: folders of images are split into their cases; files and DICOM
+    series folders are taken ``channels`` at a time, in the order given."""
+    cases: list[tuple[str, list[Path]]] = []
+    loose: list[Path] = []
+
+    def flush():
+        if len(loose) % channels:
+            raise OutputPlanError(
+                f"the model needs {channels} input channel(s) per case"
+                + (f" ({', '.join(channel_names)})" if channel_names else "")
+                + f" but {len(loose)} input(s) were given in a row; give the channels of each case consecutively")
+        for i in range(0, len(loose), channels):
+            cases.append((_case_name(loose[i]), loose[i:i + channels]))
+        loose.clear()
+
+    for path in inputs:
+        if path.is_dir() and _image_files(path):
+            flush()
+            found = _folder_cases(path, channels)
+            if not found:
+                raise OutputPlanError(f"{path}: no image files")
+            cases.extend(found)
+        else:
+            loose.append(path)
+    flush()
+    return cases
+
+
 def _is_file_target(path: Path) -> bool:
     return path.name.lower().endswith(_FILE_ENDINGS)
 
@@ -80,9 +147,11 @@ class OutputPlanError(ValueError):
     """The output path does not fit the inputs (e.g. a file name for several cases)."""
 
 
-def plan_outputs(cases: list[list[Path]], output: Path, fmt: str | None, probabilities: bool,
-                 uncertainty: bool) -> list[dict]:
-    """Output paths per case: ``labels`` (+ ``probabilities``/``uncertainty``)."""
+def plan_outputs(cases: list, output: Path, fmt: str | None, probabilities: bool, uncertainty: bool,
+                 statistics: bool = False) -> list[dict]:
+    """Output paths per case (``cases``: (name, channel paths) pairs, or channel path lists): ``labels``
+    (+ ``probabilities`` / ``uncertainty`` / ``statistics``)."""
+    cases = [c if isinstance(c, tuple) else (_case_name(c[0]), c) for c in cases]
     plans = []
     if _is_file_target(output):
         if len(cases) != 1:
@@ -97,24 +166,36 @@ def plan_outputs(cases: list[list[Path]], output: Path, fmt: str | None, probabi
             entry["probabilities"] = _with_suffix(labels, "_probabilities", extra_ext)
         if uncertainty:
             entry["uncertainty"] = _with_suffix(labels, "_uncertainty", extra_ext)
+        if statistics:
+            entry["statistics"] = _with_suffix(labels, "_statistics", ".csv")
         plans.append(entry)
         return plans
     fmt = fmt or "nii.gz"
     extra_ext = ".nrrd" if fmt in ("nrrd", "seg.nrrd") else ".nii.gz"
+    labels_ext = ".dcm" if fmt == "dicom-seg" else f".{fmt}"
     seen = set()
-    for channels in cases:
-        name = _case_name(channels[0])
+    for name, _ in cases:
         if name in seen:
             raise OutputPlanError(f"two inputs are named {name!r}; their outputs would collide. Rename one "
                                       "or segment them separately")
         seen.add(name)
-        entry = {"labels": output / f"{name}_segmentation.{fmt}"}
+        entry = {"labels": output / f"{name}_segmentation{labels_ext}"}
         if probabilities:
             entry["probabilities"] = output / f"{name}_probabilities{extra_ext}"
         if uncertainty:
             entry["uncertainty"] = output / f"{name}_uncertainty{extra_ext}"
+        if statistics:
+            entry["statistics"] = output / f"{name}_statistics.csv"
         plans.append(entry)
     return plans
+
+
+def _statistics_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["value", "name", "voxels", "volume_ml"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     from lightunetr_core.data.io import (
         ImageReadError,
         OutputExistsError,
+        image_warnings,
         inspect_image,
         read_image,
         write_image,
@@ -150,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
     class InputProblem(ValueError):
         pass
 
-    bad_input: tuple = (BundleError, ImageReadError, OutputExistsError, InputProblem, OutputPlanError)
+    from lightunetr_core.data.dicomseg import DicomSegError
+
+    bad_input: tuple = (BundleError, ImageReadError, OutputExistsError, InputProblem, OutputPlanError, DicomSegError)
     case_index = 0
     try:
         if not 0.0 <= args.overlap < 1.0:
@@ -168,20 +252,25 @@ def run(args: argparse.Namespace) -> int:
                 f"{tuple(card.patch_size)} on every axis"
             )
         channels = len(card.input_channels)
-        inputs = [Path(p) for p in args.inputs]
-        if len(inputs) % channels:
-            raise InputProblem(
-                f"the model needs {channels} input channel(s) per case ({', '.join(card.input_channels)}) but "
-                f"{len(inputs)} input(s) were given; give the channels of each case consecutively"
-            )
-        cases = [inputs[i:i + channels] for i in range(0, len(inputs), channels)]
+        named_cases = expand_inputs([Path(p) for p in args.inputs], channels, card.input_channels)
+        cases = [paths for _, paths in named_cases]
+        inputs = [p for paths in cases for p in paths]
         for path in inputs:
             inspect_image(path)
         output = Path(args.output)
         if output.exists() and output.is_file() and not _is_file_target(output):
             raise InputProblem(f"-o {output} is an existing file with an unknown ending; give a folder "
                                       f"or a file name ending in {', '.join(_FILE_ENDINGS)}")
-        outputs = plan_outputs(cases, output, args.format, args.probabilities, args.uncertainty)
+        outputs = plan_outputs(named_cases, output, args.format, args.probabilities, args.uncertainty,
+                               args.statistics)
+        if any(entry["labels"].name.lower().endswith(".dcm") for entry in outputs):
+            from lightunetr_core.data.dicomseg import _require_highdicom
+
+            _require_highdicom()
+            not_dicom = [str(paths[0]) for paths in cases if len(paths) != 1 or not paths[0].is_dir()]
+            if not_dicom:
+                raise InputProblem(f"--format dicom-seg needs a DICOM series folder as the input of each case; "
+                                   f"not one: {', '.join(not_dicom[:3])}")
         if not args.overwrite:
             existing = [str(p) for entry in outputs for p in entry.values() if p.exists()]
             if existing:
@@ -192,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
 
         import torch
 
+        from lightunetr_core.atomic import atomic_output
+        from lightunetr_core.inference.statistics import label_statistics, review_score
         from lightunetr_core.inference import (
             BackendUnavailableError,
             InferenceInputError,
@@ -221,6 +312,9 @@ def run(args: argparse.Namespace) -> int:
             events.stage("read", f"case {case_index + 1}/{len(cases)}: reading {channel_paths[0].name}",
                          case=case_index, input=[str(p) for p in channel_paths])
             images = [read_image(p) for p in channel_paths]
+            for image, path in zip(images, channel_paths):
+                for warning in image_warnings(image, str(path)):
+                    events.log(warning, level="warning")
             events.stage("inference", f"case {case_index + 1}/{len(cases)}: segmenting", case=case_index)
             tick = {"last": 0.0, "start": time.perf_counter()}
 
@@ -245,18 +339,29 @@ def run(args: argparse.Namespace) -> int:
             case_written: list[Path] = []
             try:
                 labels_path = out["labels"]
-                if labels_path.name.lower().endswith(".seg.nrrd"):
+                name = labels_path.name.lower()
+                if name.endswith(".seg.nrrd"):
                     write_segmentation_nrrd(result.labels, labels_path, card.labels, overwrite=args.overwrite)
+                elif name.endswith(".dcm"):
+                    from lightunetr_core.data.dicomseg import write_dicom_seg
+
+                    write_dicom_seg(result.labels, channel_paths[0], labels_path, card.labels, card.name,
+                                    overwrite=args.overwrite)
                 else:
                     write_image(result.labels, labels_path, overwrite=args.overwrite)
                 case_written.append(labels_path)
-                kind = "segmentation" if labels_path.name.lower().endswith(".seg.nrrd") else "labelmap"
+                kind = "segmentation" if name.endswith(".seg.nrrd") else "dicom-seg" if name.endswith(".dcm") else "labelmap"
                 if "probabilities" in out:
                     write_image(result.probabilities, out["probabilities"], overwrite=args.overwrite)
                     case_written.append(out["probabilities"])
                 if "uncertainty" in out:
                     write_image(result.uncertainty, out["uncertainty"], overwrite=args.overwrite)
                     case_written.append(out["uncertainty"])
+                stats = label_statistics(result.labels, card.labels)
+                if "statistics" in out:
+                    with atomic_output(out["statistics"], "w") as handle:
+                        handle.write(_statistics_csv(stats))
+                    case_written.append(out["statistics"])
             except BaseException:
                 for p in case_written:  # no partial case output
                     p.unlink(missing_ok=True)
@@ -267,6 +372,10 @@ def run(args: argparse.Namespace) -> int:
                 events.emit("output", path=str(out["probabilities"]), kind="probabilities", case=case_index)
             if "uncertainty" in out:
                 events.emit("output", path=str(out["uncertainty"]), kind="uncertainty", case=case_index)
+                events.emit("review", case=case_index, **review_score(result.labels, result.uncertainty))
+            if "statistics" in out:
+                events.emit("output", path=str(out["statistics"]), kind="statistics", case=case_index)
+            events.emit("statistics", case=case_index, classes=stats)
             written.extend(str(p) for p in case_written)
             events.progress(case_index + 1, len(cases), unit="case", device=result.device, backend=result.backend,
                             timings={k: round(v, 3) for k, v in result.timings.items()})
