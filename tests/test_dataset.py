@@ -458,3 +458,57 @@ def test_folder_with_dicom_series_case(tmp_path):
     np.testing.assert_allclose(np.asarray(ds.labeled[0].image[0]), expected, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(ds.labeled[0].label), _label()[::-1, ::-1, :])
     assert prepare_dataset(root, tmp_path / "cache").stats == {"preprocessed": 0, "cached": 1, "empty_labels": 0, "warnings": []}
+
+
+# ------------------------------------------------------------------ Decathlon / MONAI datalists
+def _datalist_folder(root: Path, folds: bool = False) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "imagesTs").mkdir()
+    training = []
+    for n in range(4):
+        img = sitk.GetImageFromArray(np.random.default_rng(n).normal(size=(20, 22, 24)).astype(np.float32))
+        lab = sitk.GetImageFromArray((np.arange(20 * 22 * 24).reshape(20, 22, 24) % 7 == 0).astype(np.uint8))
+        sitk.WriteImage(img, str(root / "imagesTr" / f"la_{n:03d}.nii.gz"))
+        entry = {"image": f"./imagesTr/la_{n:03d}.nii.gz"}
+        if n < 3:
+            sitk.WriteImage(lab, str(root / "labelsTr" / f"la_{n:03d}.nii.gz"))
+            entry["label"] = f"./labelsTr/la_{n:03d}.nii.gz"
+        if folds:
+            entry["fold"] = n % 2
+        training.append(entry)
+    sitk.WriteImage(img, str(root / "imagesTs" / "la_100.nii.gz"))
+    manifest = {"name": "Task02_Heart", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
+                "numTraining": 4, "training": training, "test": ["./imagesTs/la_100.nii.gz"]}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_decathlon_datalist_through_monai(tmp_path):
+    from lightunetr_core.data.dataset import load_dataset_spec
+
+    root = _datalist_folder(tmp_path / "Task02_Heart")
+    for source in (root, root / "dataset.json"):  # the folder or the file
+        spec = load_dataset_spec(source)
+        assert spec.name == "Task02_Heart" and spec.modalities == ["MRI"] and spec.labels == {0: "background", 1: "left atrium"}
+        roles = {c.id: c.role for c in spec.cases}
+        assert roles == {"la_000": "labeled", "la_001": "labeled", "la_002": "labeled", "la_003": "unlabeled",
+                         "la_100": "test"}
+        first = next(c for c in spec.cases if c.id == "la_000")
+        assert first.images == [root / "imagesTr" / "la_000.nii.gz"] and first.label == root / "labelsTr" / "la_000.nii.gz"
+    prepared = prepare_dataset(root, tmp_path / "cache", labeled_batch_size=2, unlabeled_batch_size=1)
+    assert [c.id for c in prepared.labeled] == ["la_000", "la_001", "la_002"] and len(prepared.unlabeled) == 1
+
+
+def test_datalist_folds_choose_the_validation_cases(tmp_path):
+    from lightunetr_core.data.dataset import DatasetError, load_dataset_spec
+
+    root = _datalist_folder(tmp_path / "Task", folds=True)
+    spec = load_dataset_spec(root, fold=0)
+    assert {c.id: c.role for c in spec.cases if c.role in ("labeled", "validation")} == {
+        "la_000": "validation", "la_001": "labeled", "la_002": "validation"}
+    with pytest.raises(DatasetError, match="fold 5"):
+        load_dataset_spec(root / "dataset.json", fold=5)
+    plain = _datalist_folder(tmp_path / "Plain")
+    with pytest.raises(DatasetError, match='no "fold" field'):
+        load_dataset_spec(plain, fold=0)

@@ -37,7 +37,11 @@ def register(subparsers) -> None:
         "(reference = the authors' code, paper = the equations as printed) or supervised only. "
         "The run folder gets checkpoint.pt (resumable), best_model.pt and, at the end, a .lightunetr bundle.",
     )
-    p.add_argument("--data", required=True, help="dataset manifest (dataset.json) or dataset folder")
+    p.add_argument("--data", required=True,
+                   help="dataset manifest (dataset.json: ours, or a Medical Segmentation Decathlon / MONAI datalist with "
+                        "training/validation/test lists) or dataset folder")
+    p.add_argument("--fold", type=int, default=None,
+                   help="with a datalist whose training entries have a \"fold\": validate on this fold, train on the others")
     p.add_argument("-o", "--output", required=True, dest="run_dir", help="run folder (created; must be new unless --resume)")
     p.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="cse-reference",
                    help="cse-reference (default; released numbers), cse-paper, supervised")
@@ -309,6 +313,7 @@ def _prepare_data(args, run_dir, events, info):
         labeled_batch_size=args.batch_labeled,
         unlabeled_batch_size=0 if supervised else args.batch_unlabeled,
         require_unlabeled=not supervised,
+        fold=args.fold,
     )
     # Rank 0 preprocesses; the other ranks then read the cache.
     prepared = None

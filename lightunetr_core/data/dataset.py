@@ -150,12 +150,86 @@ def _parse_labels(raw: Any, where: str, problems: list[str]) -> dict[int, str]:
     return labels
 
 
-def load_manifest(path: str | os.PathLike) -> DatasetSpec:
-    """Parse a manifest file. Raises :class:`DatasetError` listing every structural problem."""
+def is_datalist(data) -> bool:
+    """A Medical Segmentation Decathlon / MONAI datalist: ``training`` (and optionally ``validation``,
+    ``test``) lists instead of our ``cases``."""
+    return isinstance(data, dict) and "cases" not in data and isinstance(data.get("training"), list)
+
+
+def _datalist_case_id(image: str) -> str:
+    stem = _strip_image_ext(Path(image).name) or Path(image).name
+    m = _CHANNEL_SUFFIX.match(stem)
+    return m.group("case") if m else stem
+
+
+def load_datalist(path: str | os.PathLike, fold: int | None = None) -> DatasetSpec:
+    """A Decathlon / MONAI datalist (``dataset.json`` of the Medical Segmentation Decathlon) read with MONAI's
+    own :func:`monai.data.load_decathlon_datalist`: ``training`` entries with a label are labelled cases, without
+    one unlabelled, ``validation`` entries validation cases, ``test`` entries test cases. With ``fold`` the
+    training entries whose ``"fold"`` is that number become the validation cases (cross-validation datalists).
+    ``modality`` ({"0": "MRI"}) names the channels, ``labels`` the classes."""
+    from monai.data import load_decathlon_datalist
+
+    path = Path(path)
+    where = str(path)
+    data = _read_structured(path)
+    problems: list[str] = []
+    modality = data.get("modality") or data.get("modalities") or data.get("channel_names") or {"0": "MR"}
+    modalities = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else list(modality)
+    labels = _parse_labels(data.get("labels"), where, problems)
+    cases: list[CaseSpec] = []
+    entries = {}
+    for key in ("training", "validation", "test"):
+        if isinstance(data.get(key), list) and data[key]:
+            try:
+                entries[key] = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=path.parent)
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(f'{where}: "{key}" list cannot be read ({exc})')
+    folds = {e.get("fold") for e in entries.get("training", [])}
+    if fold is not None and fold not in folds:
+        problems.append(f"{where}: --fold {fold} but the training entries have fold(s) {sorted(f for f in folds if f is not None)}"
+                        if folds - {None} else f'{where}: --fold {fold} but the training entries have no "fold" field')
+    seen: set[str] = set()
+    for key, items in entries.items():
+        for n, item in enumerate(items):
+            images = item.get("image")
+            images = [images] if isinstance(images, str) else list(images or [])
+            if not images:
+                problems.append(f'{where}: {key}[{n}] has no "image"')
+                continue
+            if len(images) != len(modalities):
+                problems.append(f"{where}: {key}[{n}] has {len(images)} image(s) but {len(modalities)} modalities {modalities}")
+            label = item.get("label") if isinstance(item.get("label"), str) else None
+            if key == "training":
+                role = ("validation" if fold is not None and item.get("fold") == fold else "labeled") if label else "unlabeled"
+            else:
+                role = key
+            if role in ROLES_NEEDING_LABEL and not label:
+                problems.append(f"{where}: {key}[{n}] ({images[0]}) needs a label for role {role!r}")
+            cid = _datalist_case_id(images[0])
+            if cid in seen:
+                cid = f"{cid}-{key}-{n}"
+            seen.add(cid)
+            cases.append(CaseSpec(cid, [Path(p) for p in images], Path(label) if label else None, role))
+    if not cases and not problems:
+        problems.append(f'{where}: the "training" list is empty')
+    if problems:
+        raise DatasetError(problems, where)
+    return DatasetSpec(str(data.get("name", path.parent.name)), [str(m) for m in modalities], labels, cases,
+                       data.get("preprocessing") or {}, where)
+
+
+def load_manifest(path: str | os.PathLike, fold: int | None = None) -> DatasetSpec:
+    """Parse a manifest file (ours, or a Decathlon / MONAI datalist: :func:`load_datalist`). Raises
+    :class:`DatasetError` listing every structural problem."""
     path = Path(path)
     data = _read_structured(path)
     where = str(path)
     problems: list[str] = []
+    if is_datalist(data):
+        return load_datalist(path, fold)
+    if fold is not None:
+        raise DatasetError([f"{where}: --fold needs a Decathlon / MONAI datalist with \"fold\" entries"], where)
     if not isinstance(data, dict):
         raise DatasetError([f"{where}: the manifest must be a JSON object with name, modalities, labels and cases"], where)
     root = path.parent
@@ -266,7 +340,7 @@ def discover_folder(folder: str | os.PathLike) -> DatasetSpec:
         candidate = folder / name
         if candidate.is_file():
             meta = _read_structured(candidate)
-            if isinstance(meta, dict) and "cases" in meta:
+            if isinstance(meta, dict) and ("cases" in meta or is_datalist(meta)):
                 return load_manifest(candidate)
             break
     if not isinstance(meta, dict):
@@ -319,14 +393,17 @@ def discover_folder(folder: str | os.PathLike) -> DatasetSpec:
     return spec
 
 
-def load_dataset_spec(manifest_or_folder: str | os.PathLike | DatasetSpec) -> DatasetSpec:
+def load_dataset_spec(manifest_or_folder: str | os.PathLike | DatasetSpec, fold: int | None = None) -> DatasetSpec:
     if isinstance(manifest_or_folder, DatasetSpec):
         return manifest_or_folder
     p = Path(manifest_or_folder)
     if p.is_dir():
+        for name in ("dataset.json", "manifest.json"):
+            if fold is not None and (p / name).is_file():
+                return load_manifest(p / name, fold)
         return discover_folder(p)
     if p.is_file():
-        return load_manifest(p)
+        return load_manifest(p, fold)
     raise DatasetError([f"{p}: no such manifest file or dataset folder; check the path"], str(p))
 
 
@@ -587,6 +664,7 @@ def prepare_dataset(
     labeled_batch_size: int = 1,
     unlabeled_batch_size: int = 0,
     require_unlabeled: bool = False,
+    fold: int | None = None,
 ) -> PreparedDataset:
     """Validate, preprocess (or load from cache) and return the dataset.
 
@@ -597,6 +675,7 @@ def prepare_dataset(
         events: optional :class:`~lightunetr_core.jobs.EventWriter` (stage/progress/log events).
         labeled_batch_size / unlabeled_batch_size: the training batch; fewer cases is an error.
         require_unlabeled: semi-supervised training needs at least one unlabelled case.
+        fold: with a Decathlon / MONAI datalist, the training entries of this fold are the validation cases.
 
     Raises:
         DatasetError: listing every problem (per case) with its fix; nothing is written in that case.
@@ -606,7 +685,7 @@ def prepare_dataset(
     from lightunetr_core.data.io import ImageReadError, inspect_image
     from lightunetr_core.data.preprocessing import preprocess_case
 
-    spec = load_dataset_spec(manifest_or_folder)
+    spec = load_dataset_spec(manifest_or_folder, fold)
     cache_dir = Path(cache_dir)
     problems: list[str] = []
     warnings: list[str] = []
