@@ -319,9 +319,13 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.updateProgress()
         self.setStatus(job.message)
         if job.ranking:
-            self.ui.logTextEdit.appendPlainText("Unlabelled cases by mean uncertainty (review these first):")
+            self.ui.logTextEdit.appendPlainText("Unlabelled cases to review first (mean uncertainty near the predicted "
+                                                "structures; predicted volume):")
             for r in job.ranking:
-                self.ui.logTextEdit.appendPlainText(f"  {r['volume'].GetName()}: {r['meanUncertainty']:.4f}")
+                score = r["reviewScore"] if r.get("reviewScore") is not None else r["meanUncertainty"]
+                volume = (r.get("review") or {}).get("foreground_ml")
+                self.ui.logTextEdit.appendPlainText(f"  {r['volume'].GetName()}: {score:.4f}"
+                                                    + (f"; {volume:.1f} ml" if volume is not None else ""))
         if job.status == "failed":
             slicer.util.errorDisplay(job.message, detailedText="\n".join(job.log[-40:]))
         if not job.detached:

@@ -122,6 +122,8 @@ class SegmentationJob:
         self.runner: jobrunner.JobRunner | None = None
         self.workdir: str | None = None
         self.segmentIds: list[str] = []
+        self.review: dict | None = None  # the engine's review score with --uncertainty (inference/statistics.py)
+        self.statistics: list = []  # voxels and volume (ml) per class
         self.on_progress = options.get("on_progress")
         self.on_finished = options.get("on_finished")
         self._finished_called = False
@@ -230,6 +232,10 @@ class SegmentationJob:
     def _on_event(self, ev: dict) -> None:
         if ev.get("event") == "stage":
             self.message = ev.get("message") or ev.get("stage", "")
+        elif ev.get("event") == "review":
+            self.review = {k: v for k, v in ev.items() if k not in ("event", "schema", "time", "job", "case")}
+        elif ev.get("event") == "statistics":
+            self.statistics = list(ev.get("classes") or [])
         if self.on_progress:
             self.on_progress(self)
 

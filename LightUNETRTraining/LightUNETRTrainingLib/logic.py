@@ -297,9 +297,10 @@ class TrainingJob:
             mean = None
             if j.ok and j.uncertaintyNode is not None:
                 mean = float(np.mean(slicer.util.arrayFromVolume(j.uncertaintyNode)))
+            score = (j.review or {}).get("score") if j.ok else None
             self.results.append({"volume": j.inputVolumeNodes[0], "segmentation": j.segmentationNode if j.ok else None,
-                                 "uncertainty": j.uncertaintyNode, "meanUncertainty": mean, "ok": j.ok,
-                                 "message": j.message})
+                                 "uncertainty": j.uncertaintyNode, "meanUncertainty": mean, "reviewScore": score,
+                                 "review": j.review, "ok": j.ok, "message": j.message})
         self.ranking = rank_by_uncertainty(self.results)
         failed = [r for r in self.results if not r["ok"]]
         msg = self._summary()
@@ -549,7 +550,11 @@ def apply_segment_appearance(bundlePath: str, table: CaseTable) -> dict:
 
 
 def rank_by_uncertainty(results: list) -> list:
-    """Results (dicts with ``meanUncertainty``) most uncertain first; those without one are left out."""
-    return sorted((r for r in results if r.get("meanUncertainty") is not None), key=lambda r: r["meanUncertainty"],
-                  reverse=True)
+    """Results most in need of review first: by ``reviewScore`` (the engine's mean uncertainty within 5 mm of
+    the predicted structures, lightunetr_core/inference/statistics.py), else by ``meanUncertainty``; results
+    with neither are left out."""
+    def key(r):
+        return r.get("reviewScore") if r.get("reviewScore") is not None else r.get("meanUncertainty")
+
+    return sorted((r for r in results if key(r) is not None), key=key, reverse=True)
 

@@ -304,7 +304,9 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
         _expect(row.role == "unlabeled" and row.segmentation is r["segmentation"], f"generated result row {row}")
     if config.rank_uncertainty:
         _expect(len(job.ranking) == 2, "ranking")
-        _expect(job.ranking[0]["meanUncertainty"] >= job.ranking[1]["meanUncertainty"], "ranking order")
+        _expect(all(r["reviewScore"] is not None and r["review"]["margin_mm"] > 0 for r in job.ranking),
+                f"the engine's review score is missing: {job.ranking}")
+        _expect(job.ranking[0]["reviewScore"] >= job.ranking[1]["reviewScore"], "ranking order")
     return job
 
 
