@@ -177,6 +177,8 @@ def test_import_reference_reproduces_reference_logits(fixtures_dir, tmp_path):
     loaded = load_bundle(out)
     card = loaded.card
     assert card.patch_size == [112, 112, 80] and card.label_names == ["background", "left-atrium"]
+    # the card carries the structure's SNOMED CT code (one terminology table: lightunetr_core/terminology.py)
+    assert "SCT^82471001^Left atrium" in card.labels[1]["terminology"] and "terminology" not in card.labels[0]
     assert card.plan.target_spacing == (0.625, 0.625, 0.625) and card.plan.normalization[0].kind == "zscore"
     with torch.no_grad():
         logits = loaded.model(reference["input"].float())
