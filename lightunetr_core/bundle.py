@@ -17,7 +17,7 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = [
@@ -33,6 +33,10 @@ __all__ = [
     "read_model_card",
     "sha256_file",
     "default_labels",
+    "default_models_folder",
+    "verify_bundle_files",
+    "export_bundle_zip",
+    "extract_bundle_zip",
 ]
 
 BUNDLE_FORMAT_VERSION = 1
@@ -51,6 +55,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def default_models_folder() -> str:
+    """The model library folder shared by the command line and the Slicer modules:
+    ``$LIGHTUNETR_MODELS_DIR`` or ``~/.lightunetr/models``."""
+    return os.environ.get("LIGHTUNETR_MODELS_DIR") or os.path.join(os.path.expanduser("~"), ".lightunetr", "models")
 
 
 def default_labels(names: Sequence[str]) -> list[dict]:
@@ -86,7 +96,9 @@ class ModelCard:
     :class:`~lightunetr_core.data.preprocessing.PreprocessingPlan` as a dict. ``labels`` lists
     ``{"value", "name", "color": [r, g, b] 0..1, "terminology": optional}``, value 0 = background,
     one per network output class in order. ``provenance``: recipe, labeled/unlabeled counts,
-    iterations, validation metrics, code version, date, source (free-form dict).
+    iterations, validation metrics, code version, date, source (free-form dict). ``version`` (of this
+    model, e.g. "1.0"), ``license`` (as published), ``authors``, ``citation`` (text or BibTeX) and
+    ``changelog`` (list of ``{"version", "date", "changes"}``) say what the model is and may be used for.
     """
 
     name: str
@@ -97,6 +109,11 @@ class ModelCard:
     input_channels: list[str]
     labels: list[dict]
     description: str = ""
+    version: str = ""
+    license: str = ""
+    authors: str = ""
+    citation: str = ""
+    changelog: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     weights_sha256: str = ""
     format_version: int = BUNDLE_FORMAT_VERSION
@@ -150,8 +167,9 @@ class ModelCard:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        order = ["format_version", "name", "description", "architecture", "architecture_args", "patch_size",
-                 "preprocessing", "input_channels", "labels", "provenance", "weights_sha256"]
+        order = ["format_version", "name", "description", "version", "license", "authors", "citation", "changelog",
+                 "architecture", "architecture_args", "patch_size", "preprocessing", "input_channels", "labels",
+                 "provenance", "weights_sha256"]
         return {k: data[k] for k in order}
 
     def to_json(self) -> str:
@@ -343,3 +361,103 @@ def load_bundle(path: str | os.PathLike, device: str | Any = "cpu") -> LoadedBun
     model.eval()
     model.to(torch.device(device) if not isinstance(device, torch.device) else device)
     return LoadedBundle(model=model, card=card, path=folder)
+
+
+# ---------------------------------------------------------------------------------------------- one-file bundles
+#: Largest card accepted from a zip (a card is a few kB; a zip bomb is not a card).
+_MAX_CARD_BYTES = 1 << 20
+
+
+def verify_bundle_files(folder: str | os.PathLike) -> dict:
+    """Check a bundle without torch: the card is JSON with a ``weights_sha256`` that the weights have.
+    Returns the card as a dict. Raises :class:`BundleError`."""
+    folder = Path(folder)
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{folder}: no {CARD_FILE}; not a LightUNETR bundle.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{folder / CARD_FILE}: not valid JSON ({exc}); the bundle is damaged.") from None
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{folder}: {WEIGHTS_FILE} is missing; the bundle is incomplete.")
+    expected = card.get("weights_sha256") if isinstance(card, dict) else None
+    if not expected or sha256_file(weights) != expected:
+        raise BundleError(f"{weights}: SHA-256 does not match the model card: the weights are corrupted or were changed.")
+    return card
+
+
+def export_bundle_zip(bundle: str | os.PathLike, zip_path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """One ``.zip`` file holding ``<name>.lightunetr/model_card.json`` and ``model.safetensors`` (checked first),
+    written atomically."""
+    import zipfile
+
+    from lightunetr_core.atomic import atomic_output
+
+    folder = _bundle_folder(Path(bundle))
+    verify_bundle_files(folder)
+    zip_path = Path(zip_path)
+    if zip_path.suffix.lower() != ".zip":
+        raise BundleError(f"{zip_path}: the archive name must end in .zip")
+    if zip_path.exists() and not overwrite:
+        raise BundleError(f"{zip_path}: already exists; choose another name or pass --overwrite")
+    top = folder.name if folder.name.endswith(BUNDLE_SUFFIX) else folder.name + BUNDLE_SUFFIX
+    with atomic_output(zip_path, "wb") as handle:
+        with zipfile.ZipFile(handle, "w") as z:
+            z.write(folder / CARD_FILE, f"{top}/{CARD_FILE}", compress_type=zipfile.ZIP_DEFLATED)
+            z.write(folder / WEIGHTS_FILE, f"{top}/{WEIGHTS_FILE}", compress_type=zipfile.ZIP_STORED)
+    return zip_path
+
+
+def extract_bundle_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Unpack a zipped bundle (:func:`export_bundle_zip`) into ``dest_dir`` and return its folder.
+
+    Only ``<name>.lightunetr/model_card.json`` and ``model.safetensors`` are taken (any other member, an
+    absolute path or ``..`` is refused); they are extracted under a hidden name, checked (card JSON, weights
+    SHA-256) and renamed into place, so ``dest_dir`` never holds a half-unpacked or unverified bundle."""
+    import zipfile
+
+    zip_path, dest_dir = Path(zip_path), Path(dest_dir)
+    try:
+        z = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{zip_path}: not a readable zip file ({exc}); export the bundle again.") from None
+    with z:
+        names = [i for i in z.infolist() if not i.is_dir()]
+        tops = {PurePosixPath(i.filename).parts[0] for i in names if PurePosixPath(i.filename).parts}
+        expected = {CARD_FILE, WEIGHTS_FILE}
+        if (len(tops) != 1 or not next(iter(tops)).endswith(BUNDLE_SUFFIX)
+                or {PurePosixPath(i.filename).name for i in names} != expected or len(names) != 2
+                or any(len(PurePosixPath(i.filename).parts) != 2 or i.filename.startswith("/") or ".." in i.filename
+                       for i in names)):
+            raise BundleError(f"{zip_path}: not a zipped LightUNETR bundle (expected exactly <name>{BUNDLE_SUFFIX}/"
+                              f"{CARD_FILE} and {WEIGHTS_FILE}; found {[i.filename for i in names][:5]})")
+        top = next(iter(tops))
+        card_info = next(i for i in names if i.filename.endswith(CARD_FILE))
+        if card_info.file_size > _MAX_CARD_BYTES:
+            raise BundleError(f"{zip_path}: the model card is {card_info.file_size} bytes; not a model card.")
+        target = dest_dir / top
+        if target.exists() and not overwrite:
+            raise BundleError(f"{target}: a bundle of this name already exists; remove it or allow replacing it.")
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = dest_dir / f".tmp-{uuid.uuid4().hex[:12]}-{top}"
+        tmp.mkdir()
+        try:
+            for info in names:
+                with z.open(info) as src, open(tmp / PurePosixPath(info.filename).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            verify_bundle_files(tmp)
+            old = None
+            if target.exists():
+                old = dest_dir / f".old-{uuid.uuid4().hex[:12]}-{top}"
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except zipfile.BadZipFile as exc:  # a member's CRC does not match: the archive is damaged
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{zip_path}: the archive is damaged ({exc}); export the bundle again.") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target

@@ -43,6 +43,7 @@ REQUIREMENTS = {
     "scipy": ">=1.10",
     "safetensors": ">=0.4",
     "matplotlib": ">=3.7",
+    "pooch": ">=1.7",
 }
 IMPORT_NAMES = {"SimpleITK": "SimpleITK"}
 #: Installed packages a dependency install must never change: the PyTorch extension's torch build and

@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "demo",
     "segment",
     "import_reference",
+    "download",
+    "export_bundle",
 ]
 
 

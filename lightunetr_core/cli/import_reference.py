@@ -3,29 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-#: Defaults of the released models (spec §3.11); ``--preset`` fills what is not given explicitly.
-PRESETS: dict[str, dict] = {
-    "la": {
-        "variant": "lightunetr", "patch_size": [112, 112, 80], "spacing": [0.625, 0.625, 0.625],
-        "normalization": "zscore", "modality": ["MR"], "labels": ["background", "left atrium"],
-        "description": "Left atrium in gadolinium-enhanced cardiac MR (LA 2018 challenge), Light-UNETR + CSE.",
-    },
-    "pancreas": {
-        "variant": "lightunetr", "patch_size": [96, 96, 96], "spacing": [1.0, 1.0, 1.0],
-        "normalization": "ct", "ct_window": [-125.0, 275.0], "modality": ["CT"],
-        "labels": ["background", "pancreas"],
-        "description": "Pancreas in contrast-enhanced abdominal CT (NIH Pancreas-CT), Light-UNETR + CSE.",
-    },
-    "brats": {
-        "variant": "lightunetr", "patch_size": [96, 96, 96], "spacing": [1.0, 1.0, 1.0],
-        "normalization": "zscore-nonzero", "modality": ["FLAIR"], "labels": ["background", "whole tumor"],
-        "description": "Whole brain tumour in skull-stripped FLAIR MR (BraTS 2019), Light-UNETR + CSE.",
-    },
-}
-
-NORMALIZATIONS = ("zscore", "zscore-nonzero", "ct", "minmax", "none")
+from lightunetr_core.catalog.reference import NORMALIZATIONS, PRESETS
 
 
 def register(subparsers) -> None:
@@ -55,87 +34,33 @@ def register(subparsers) -> None:
     parser.add_argument("--description", default=None)
     parser.add_argument("--source", default=None, help="where the checkpoint came from (URL, paper)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--events", choices=("human", "json"), default="human")
+    parser.add_argument("--cancel-file", default=None, help="stop (nothing written) when this file appears")
     parser.set_defaults(func=run)
 
 
-def _normalization(kind: str, ct_window):
-    from lightunetr_core.data.preprocessing import IntensityNormalization
-
-    if kind == "zscore-nonzero":
-        return IntensityNormalization("zscore", nonzero=True)
-    if kind == "ct":
-        return IntensityNormalization("ct", window=tuple(ct_window or (-125.0, 275.0)))
-    return IntensityNormalization(kind)
-
-
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from lightunetr_core.bundle import BundleError
+    from lightunetr_core.catalog.reference import ReferenceCheckpointError, bundle_from_reference
+    from lightunetr_core.jobs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, CancelToken, EventWriter
 
-    preset = PRESETS.get(args.preset, {}) if args.preset else {}
-
-    def pick(name, fallback=None):
-        value = getattr(args, name, None)
-        return value if value is not None else preset.get(name, fallback)
-
-    missing = [opt for opt, key in (("--patch-size", "patch_size"), ("--spacing", "spacing"),
-                                    ("--normalization", "normalization"), ("--labels", "labels"))
-               if pick(key) is None]
-    variant = pick("variant", "lightunetr")
-    if variant == "lightunetr_large" and "--patch-size" in missing:
-        missing.remove("--patch-size")
-    if missing:
-        print(f"error: {', '.join(missing)} required (or use --preset la|pancreas|brats)", file=sys.stderr)
-        return 2
+    events = EventWriter.for_cli("import-reference", args.events)
+    cancel = CancelToken(args.cancel_file)
+    cancel.install_signal_handlers()
+    events.started(total=None, config={"checkpoint": args.checkpoint, "preset": args.preset, "output": args.output})
+    events.stage("convert", f"verifying {args.checkpoint} (weights only, strict) and writing the bundle")
+    if cancel.cancelled():  # the conversion itself takes a second or two and is not interrupted
+        events.emit("cancelled", message="cancelled; no bundle was written", checkpoint=None)
+        return EXIT_CANCELLED
     try:
-        import torch
-
-        from lightunetr_core.bundle import BundleError, ModelCard, default_labels, save_bundle
-        from lightunetr_core.data.preprocessing import PreprocessingPlan
-        from lightunetr_core.models import from_reference_state_dict
-
-        checkpoint = Path(args.checkpoint)
-        if not checkpoint.is_file():
-            raise ValueError(f"{checkpoint}: checkpoint not found")
-        try:
-            state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling refusal is a bad input
-            raise ValueError(
-                f"{checkpoint}: cannot load as a weights-only checkpoint ({str(exc).splitlines()[0][:200]}). "
-                "Only plain state_dicts are accepted; code inside pickles is never run."
-            ) from None
-        if not isinstance(state, dict):
-            raise ValueError(f"{checkpoint}: expected a state_dict (dict of tensors), got {type(state).__name__}")
-        patch = pick("patch_size") or [96, 96, 96]
-        model = from_reference_state_dict(state, variant=variant, patch_size=patch)
-        modalities = pick("modality") or ["image"] * model.in_channels
-        if len(modalities) != model.in_channels:
-            raise ValueError(f"the checkpoint has {model.in_channels} input channel(s); --modality lists {len(modalities)}")
-        labels = pick("labels")
-        if len(labels) != model.num_classes:
-            raise ValueError(f"the checkpoint has {model.num_classes} classes; --labels lists {len(labels)} "
-                             "(background first)")
-        norm = _normalization(pick("normalization"), pick("ct_window"))
-        plan = PreprocessingPlan(target_spacing=tuple(pick("spacing")), normalization=[norm] * model.in_channels)
-        arch_args = {"in_channels": model.in_channels, "num_classes": model.num_classes}
-        if variant == "lightunetr":
-            arch_args["patch_size"] = [int(s) for s in patch]
-        output = Path(args.output)
-        name = args.name or output.name.removesuffix(".lightunetr")
-        card = ModelCard(
-            name=name,
-            description=pick("description", "") or "",
-            architecture=variant,
-            architecture_args=arch_args,
-            patch_size=[int(s) for s in patch],
-            preprocessing=plan.to_dict(),
-            input_channels=list(modalities),
-            labels=default_labels(labels),
-            provenance={"recipe": "reference checkpoint (CUHK-AIM-Group/Light-UNETR)",
-                        "source": args.source or str(checkpoint.name), "preset": args.preset},
-        )
-        path = save_bundle(output, model, card, overwrite=args.overwrite)
-    except (ValueError, BundleError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"bundle written: {path}")
-    return 0
+        path = bundle_from_reference(
+            args.checkpoint, args.output, preset=args.preset, name=args.name, overwrite=args.overwrite,
+            provenance={"source": args.source} if args.source else None,
+            variant=args.variant, patch_size=args.patch_size, spacing=args.spacing, normalization=args.normalization,
+            ct_window=args.ct_window, modality=args.modality, labels=args.labels, description=args.description)
+    except (ReferenceCheckpointError, BundleError, ValueError) as exc:
+        events.error(str(exc), kind="bad_input")
+        return EXIT_BAD_INPUT
+    events.emit("output", path=str(path), kind="bundle")
+    events.emit("finished", bundle=str(path))
+    return EXIT_OK
