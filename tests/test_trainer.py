@@ -128,6 +128,40 @@ def test_cli_run_writes_bundle_and_events(demo_data, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stdout
 
 
+def test_fine_tuning_keeps_the_starting_models_preprocessing(demo_data, tmp_path):
+    """--init-bundle: the weights start from the bundle, and the data is preprocessed as that model was trained
+    (its spacing and normalisation, not the median spacing of these cases); a bundle of another patch is refused."""
+    from lightunetr_core.bundle import ModelCard, default_labels, load_bundle, save_bundle
+    from lightunetr_core.data.preprocessing import IntensityNormalization, PreprocessingPlan
+    from lightunetr_core.models import build_model
+
+    args = {"in_channels": 1, "num_classes": 2, "patch_size": list(PATCH)}
+    plan = PreprocessingPlan(target_spacing=(2.0, 2.0, 2.0), normalization=[IntensityNormalization("ct", window=(-100.0, 200.0))])
+    torch.manual_seed(5)
+    start = save_bundle(tmp_path / "start.lightunetr", build_model("lightunetr", **args),
+                        ModelCard(name="start", architecture="lightunetr", architecture_args=args, patch_size=list(PATCH),
+                                  preprocessing=plan.to_dict(), input_channels=["CT"],
+                                  labels=default_labels(["background", "liver"])))
+    proc = _cli("--data", str(demo_data), "-o", str(tmp_path / "run"), "--patch-size", "32", "32", "32",
+                "--iterations", "1", "--val-every", "0", "--events", "json", "--device", "cpu", "--lean",
+                "--init-bundle", str(start))
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    ev = _events(proc.stdout)
+    assert any(e["event"] == "log" and "its preprocessing is used" in e["message"] for e in ev)
+    tuned = load_bundle(next(e["path"] for e in ev if e["event"] == "output"))
+    assert tuned.card.plan.target_spacing == (2.0, 2.0, 2.0)
+    assert tuned.card.plan.normalization[0].kind == "ct" and tuned.card.plan.normalization[0].window == (-100.0, 200.0)
+    # without --init-bundle the same data gets its median spacing (the demo's 1.5 x 1.5 x 2.5 mm)
+    proc = _cli("--data", str(demo_data), "-o", str(tmp_path / "scratch"), "--patch-size", "32", "32", "32",
+                "--iterations", "1", "--val-every", "0", "--events", "json", "--device", "cpu", "--lean")
+    scratch = load_bundle(next(e["path"] for e in _events(proc.stdout) if e["event"] == "output"))
+    assert scratch.card.plan.target_spacing == (1.5, 1.5, 2.5)
+    # a starting model of another patch size cannot be fine-tuned with this patch (position embedding)
+    proc = _cli("--data", str(demo_data), "-o", str(tmp_path / "other"), "--patch-size", "64", "64", "32",
+                "--iterations", "1", "--events", "json", "--device", "cpu", "--init-bundle", str(start))
+    assert proc.returncode == 2 and "patch_size is [32, 32, 32] in the bundle" in proc.stdout
+
+
 # ------------------------------------------------------------------ cancel
 def test_cancel_file_writes_checkpoint_and_exits_3(demo_data, tmp_path):
     run = tmp_path / "run"

@@ -204,7 +204,7 @@ def run(args) -> int:
                 init_card = read_model_card(args.init_bundle)
             except BundleError as exc:
                 raise _BadInput(f"--init-bundle: {exc}") from None
-        prepared = _prepare_data(args, run_dir, events, info)
+        prepared = _prepare_data(args, run_dir, events, info, init_card)
     except _BadInput as exc:
         return bad(str(exc))
     except ValueError as exc:  # DatasetError and friends: they name the problem and the fix
@@ -299,7 +299,7 @@ def _fast_exit_if_cli(code: int) -> None:
     os._exit(code)
 
 
-def _prepare_data(args, run_dir, events, info):
+def _prepare_data(args, run_dir, events, info, init_card=None):
     from pathlib import Path
 
     from lightunetr_core.data.dataset import prepare_dataset
@@ -307,6 +307,7 @@ def _prepare_data(args, run_dir, events, info):
 
     if not Path(args.data).exists():
         raise _BadInput(f"--data {args.data}: no such manifest or folder")
+    data = args.data if init_card is None else _spec_with_plan_of(args, init_card, events if info.is_main else None)
     cache_dir = Path(args.cache_dir) if args.cache_dir else run_dir / "cache"
     supervised = args.recipe == "supervised"
     kwargs = dict(
@@ -320,15 +321,35 @@ def _prepare_data(args, run_dir, events, info):
     error = None
     if info.is_main:
         try:
-            prepared = prepare_dataset(args.data, cache_dir, events=events, **kwargs)
+            prepared = prepare_dataset(data, cache_dir, events=events, **kwargs)
         except ValueError as exc:
             error = str(exc)
     error = ddp.broadcast_object(error, info)
     if error:
         raise _BadInput(error)
     if not info.is_main:
-        prepared = prepare_dataset(args.data, cache_dir, **kwargs)
+        prepared = prepare_dataset(data, cache_dir, **kwargs)
     return prepared
+
+
+def _spec_with_plan_of(args, card, events):
+    """The dataset with the starting model's preprocessing (spacing, normalisation): its weights were trained
+    for it. A manifest that states its own ``preprocessing`` keeps it (a warning says that it differs)."""
+    from lightunetr_core.data.dataset import load_dataset_spec
+
+    spec = load_dataset_spec(args.data, args.fold)
+    theirs = card.plan
+    if spec.preprocessing:
+        if events is not None and spec.preprocessing.get("target_spacing") not in (None, list(theirs.target_spacing or [])):
+            events.log(f"the manifest's preprocessing {spec.preprocessing} is used; the starting model "
+                       f"{card.name!r} was trained at {list(theirs.target_spacing or [])} mm", level="warning")
+        return spec
+    spec.preprocessing = {"target_spacing": list(theirs.target_spacing) if theirs.target_spacing else None,
+                          "normalization": [n.to_dict() for n in theirs.normalization]}
+    if events is not None:
+        events.log(f"fine-tuning {card.name!r}: its preprocessing is used (spacing {spec.preprocessing['target_spacing']} "
+                   f"mm, normalisation {', '.join(n.kind for n in theirs.normalization)})")
+    return spec
 
 
 def foreground_oversample(args) -> float:
