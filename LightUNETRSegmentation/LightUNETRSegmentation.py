@@ -95,6 +95,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self._report = None
         self._timer = None
         self._installer = None
+        self._install = None  # modeldialogs.InstallProgress of a running download / conversion
         self._shownJob, self._shownLogLines = None, 0
 
     # ------------------------------------------------------------------ setup
@@ -112,6 +113,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.queueButton.connect("clicked(bool)", self.onQueueButton)
+        self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
@@ -137,6 +139,8 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             self._timer.stop()
         if self._installer:
             self._installer.cleanup()
+        if self._install is not None:  # its job stays in the logic's installJobs (killed at exit)
+            self._install.timer.stop()
         if self.logic:
             self.logic.library.remove_listener(self.refreshModels)
         # Only this widget's own job: the effect's previews and Training's runs belong to them (a developer
@@ -234,7 +238,8 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         elif message:
             self.setStatus(message)
         elif not models:
-            self.setStatus(f"No models in {self.logic.library.folder}. Use 'Add model...' to install a .lightunetr bundle.")
+            self.setStatus(f"No models yet in {self.logic.library.folder}. Click 'Download...' for a model released by "
+                           "the Light-UNETR authors, or 'Add model...' for a bundle or an authors' .pth checkpoint.")
         self._showModelInfo()
         self.updateButtons()
 
@@ -264,15 +269,32 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         os.makedirs(folder, exist_ok=True)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(folder))
 
-    def onAddModel(self):
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Select a model bundle (.lightunetr folder)")
-        if not folder:
+    def onDownloadModel(self):
+        from LightUNETRSegmentationLib import modeldialogs
+
+        if not self._installer.ensure(onReady=self.onDownloadModel):  # the download job runs the engine
             return
-        with slicer.util.tryWithErrorDisplay("Could not add the model.", waitCursor=True):
-            info = self.logic.addModelFromFile(folder)  # the library tells every model list
-            if self._parameterNode:
-                self._parameterNode.model = info.path
-            self.setStatus(f"Added model {info.name}.")
+        with slicer.util.tryWithErrorDisplay("Could not read the model catalog.", waitCursor=False):
+            name = modeldialogs.chooseCatalogModel(slicer.util.mainWindow(), self.logic.library)
+            if name:
+                job = self.logic.downloadModel(name)
+                self._install = modeldialogs.InstallProgress(job, slicer.util.mainWindow(),
+                                                             onDone=lambda j: self._onModelInstalled(j.model if j.ok else None))
+
+    def onAddModel(self):
+        from LightUNETRSegmentationLib import modeldialogs
+
+        if not self._installer.ensure(onReady=self.onAddModel):
+            return
+        self._install = modeldialogs.addModelInteractively(slicer.util.mainWindow(), self.logic, self._onModelInstalled)
+
+    def _onModelInstalled(self, info):
+        """Select a model just added (the library already told every model list)."""
+        if info is None:
+            return
+        if self._parameterNode:
+            self._parameterNode.model = info.path
+        self.setStatus(f"Added model {info.name}.")
 
     def onRemoveModel(self):
         path = self.ui.modelComboBox.currentData
@@ -399,7 +421,7 @@ class LightUNETRSegmentationLogic(ScriptedLoadableModuleLogic):
     """Thin Slicer wrapper of the session's one :class:`LightUNETRSegmentationLib.logic.SegmentationLogic`
     (:func:`~LightUNETRSegmentationLib.logic.shared_logic`, also used by the Segment Editor effect and the
     Training module). Console API: ``process`` / ``processAsync`` / ``processQueue`` / ``models`` /
-    ``addModelFromFile`` / ``removeModel`` / ``inputVolumes``."""
+    ``addModelFromFile`` / ``downloadModel`` / ``importCheckpoint`` / ``removeModel`` / ``inputVolumes``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -438,7 +460,8 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         for test in (self.test_first_launch, self.test_roundtrip_geometries, self.test_effect_registered,
-                     self.test_effect_apply_through_editor_logic, self.test_with_model, self.test_widget,
+                     self.test_effect_apply_through_editor_logic, self.test_with_model, self.test_add_zipped_model,
+                     self.test_widget,
                      self.test_effect_gui):
             self.setUp()
             try:
@@ -461,6 +484,9 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(widget._parameterNode.overlap, 0.25)
         self.assertFalse(widget.ui.cancelButton.enabled)
         self.assertEqual(widget.ui.applyButton.enabled, bool(widget._parameterNode.model and widget._parameterNode.inputVolume))
+        self.assertTrue(widget.ui.downloadModelButton.enabled, "a first-time user must be able to download a model")
+        if not widget.logic.models()[0]:
+            self.assertIn("Download...", widget.ui.statusLabel.text)
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_roundtrip_geometries(self):
@@ -530,6 +556,15 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
             self.delayDisplay(f"Segmentation equals the CLI on the same file, {geometry}")
             scenarios.end_to_end_scenario(logic, self.tmpdir, bundle, geometry)
             slicer.mrmlScene.Clear(0)
+
+    def test_add_zipped_model(self):
+        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRSegmentationLib.logic import SegmentationLogic
+
+        if not self._deps():
+            return
+        self.delayDisplay("Add model: a zipped bundle, its card shown first")
+        scenarios.zipped_bundle_scenario(SegmentationLogic(modelsFolder=self.tmpdir + "/library"), self.tmpdir)
 
     def _wait(self, done, seconds=600):
         import time

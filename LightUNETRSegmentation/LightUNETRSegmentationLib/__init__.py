@@ -6,7 +6,8 @@ imports torch, MONAI, qt or ``slicer.app`` at import time, the engine runs in a 
 
 ``logic``          ``SegmentationLogic.process`` / ``processAsync`` / ``SegmentationQueue``, ``shared_logic``
 ``parameters``     device choices, ranges, which model the parameter node holds
-``models``         the model library (bundles in a models folder), shared, with change listeners
+``models``         the model library (bundles in a models folder, zipped bundles), shared, with change listeners
+``modelinstall``   the catalog, the model card shown before adding, download / ``.pth`` conversion jobs
 ``generated``      marks on the nodes and segments LightUNETR creates; review state of AI segmentations
 ``volumeio``       volume export through storage nodes, ROI / box crop, result file import
 ``segments``       label specs (names, colours, terminology) and result import into a segmentation node
@@ -15,7 +16,7 @@ imports torch, MONAI, qt or ``slicer.app`` at import time, the engine runs in a 
 ``environment``    dependency checks, background pip install with constraints, environment report
 ``scenarios``, ``effectscenarios``  scenarios shared by pytest and the Slicer self-test
 
-Slicer-only (Qt): ``dependencydialog``, and the effect class in ``../SegmentEditorLightUNETRLib/`` (a folder of
+Slicer-only (Qt): ``dependencydialog``, ``modeldialogs`` ("Download...", "Add model...", install progress), and the effect class in ``../SegmentEditorLightUNETRLib/`` (a folder of
 its own: Slicer loads an effect file as a module named after its folder, which must not be a package that
 other code imports).
 """

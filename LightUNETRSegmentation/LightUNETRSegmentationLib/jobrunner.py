@@ -68,6 +68,17 @@ def core_command(command: str, *args: str, python: str | None = None) -> list[st
     return [python or python_executable(), "-u", "-m", "lightunetr_core", command, *[str(a) for a in args]]
 
 
+def poll_until_done(poll: Callable[[], bool], timeout: float | None, what: str, interval: float = 0.05) -> None:
+    """Call ``poll()`` (True while running) every ``interval`` s until it returns False, on this thread (the
+    callbacks of every job here run from its ``poll``). Raises ``TimeoutError`` naming ``what`` when
+    ``timeout`` passes first. The ``wait()`` of every job object uses it."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while poll():
+        if end is not None and time.monotonic() > end:
+            raise TimeoutError(f"{what} still running after {timeout} s")
+        time.sleep(interval)
+
+
 def no_window_kwargs() -> dict:
     """``subprocess`` keyword arguments that keep a child process from opening a console window on
     Windows (Slicer is a GUI application; every ``taskkill`` or ``python`` child would flash one)."""
@@ -292,11 +303,7 @@ class JobRunner:
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> str:
         """Block until the job has finished (polling on this thread); returns the final status.
         Raises ``TimeoutError`` when ``timeout`` passes first."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"{self.name} still running after {timeout} s")
-            time.sleep(interval)
+        poll_until_done(self.poll, timeout, self.name, interval)
         return self.status
 
     def cancel(self, grace_s: float | None = None, block: bool = False) -> None:

@@ -25,11 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 
 import slicer
 
-from . import generated, jobrunner, segments, volumeio
+from . import generated, jobrunner, modelinstall, segments, volumeio
 from .models import ModelError, ModelInfo, ModelLibrary, read_model_info
 from .parameters import device_problem
 
@@ -308,11 +307,7 @@ class SegmentationJob:
         return not self.done
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> str:
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"segmentation still running after {timeout} s")
-            time.sleep(interval)
+        jobrunner.poll_until_done(self.poll, timeout, "segmentation", interval)
         return self.status
 
     def cancel(self) -> None:
@@ -384,11 +379,7 @@ class SegmentationQueue:
         return not self.done
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> list[SegmentationJob]:
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError("queue still running")
-            time.sleep(interval)
+        jobrunner.poll_until_done(self.poll, timeout, "the segmentation queue", interval)
         return self.jobs
 
     def cancel(self) -> None:
@@ -420,6 +411,7 @@ class SegmentationLogic:
         self.keepTemporaryFiles = False
         self.cancelGraceSeconds = 10.0
         self.activeJobs: list[SegmentationJob] = []
+        self.installJobs: list = []  # downloads and conversions (modelinstall.ModelInstallJob)
 
     # models
     def models(self):
@@ -429,7 +421,28 @@ class SegmentationLogic:
         self.library.set_folder(folder)
 
     def addModelFromFile(self, path: str, overwrite: bool = False) -> ModelInfo:
+        """Add a bundle folder or a zipped bundle to the library (an authors' ``.pth``: :meth:`importCheckpoint`)."""
         return self.library.add(path, overwrite=overwrite)
+
+    def downloadModel(self, name: str, **callbacks) -> "modelinstall.ModelInstallJob":
+        """Download the catalog model ``name`` into the library in the background (returns the started job;
+        ``on_progress(job)`` / ``on_finished(job)`` are called from ``job.poll()``)."""
+        job = modelinstall.download_job(self.library, name, python=self.python, environment=self.extraEnvironment,
+                                        **callbacks)
+        return self._track(job.start())
+
+    def importCheckpoint(self, path: str, preset: str, name: str | None = None, **callbacks) -> "modelinstall.ModelInstallJob":
+        """Convert an authors' checkpoint (``.pth``) with ``preset`` into a bundle of the library, in the
+        background. Raises :class:`ModelError` when the file is missing or the name is taken."""
+        job = modelinstall.import_checkpoint_job(self.library, path, preset, name, python=self.python,
+                                                 environment=self.extraEnvironment, **callbacks)
+        return self._track(job.start())
+
+    def _track(self, job):
+        self.installJobs = [j for j in self.installJobs if not j.done]
+        if not job.done:
+            self.installJobs.append(job)
+        return job
 
     def removeModel(self, model) -> None:
         self.library.remove(self.resolveModel(model).path)
@@ -488,9 +501,9 @@ class SegmentationLogic:
 
     def shutdown(self) -> None:
         """Kill every running job and remove its temporary files (module cleanup / application exit)."""
-        for job in list(self.activeJobs):
+        for job in list(self.activeJobs) + list(self.installJobs):
             job.kill()
-        self.activeJobs = []
+        self.activeJobs, self.installJobs = [], []
 
 
 _SHARED: SegmentationLogic | None = None

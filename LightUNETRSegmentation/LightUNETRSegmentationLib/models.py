@@ -12,26 +12,17 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 
+# The engine's bundle constants and models folder (lightunetr_core/bundle.py imports only the standard
+# library at module level: no torch in Slicer's process).
+from lightunetr_core.bundle import BUNDLE_SUFFIX, CARD_FILE, WEIGHTS_FILE, default_models_folder
+
 from .segments import LabelSpec
 
 logger = logging.getLogger("LightUNETR")
 
-BUNDLE_SUFFIX = ".lightunetr"
-CARD_FILE = "model_card.json"
-WEIGHTS_FILE = "model.safetensors"
-try:  # same constants as the engine when it is importable (bundle.py imports only the stdlib)
-    from lightunetr_core.bundle import BUNDLE_SUFFIX, CARD_FILE, WEIGHTS_FILE  # noqa: F811
-except ImportError:
-    pass
-
 
 class ModelError(ValueError):
     """A model bundle is missing or unusable; the message says what to do."""
-
-
-def default_models_folder() -> str:
-    """``$LIGHTUNETR_MODELS_DIR`` or ``~/.lightunetr/models``."""
-    return os.environ.get("LIGHTUNETR_MODELS_DIR") or os.path.join(os.path.expanduser("~"), ".lightunetr", "models")
 
 
 @dataclass
@@ -68,8 +59,8 @@ def read_model_info(path: str) -> ModelInfo:
         raise ModelError(f"Model not found: {path}. Choose a '<name>{BUNDLE_SUFFIX}' folder.")
     if os.path.isfile(path):
         if path.lower().endswith((".pt", ".pth", ".ckpt", ".pkl")):
-            raise ModelError(f"{path} is a PyTorch checkpoint, not a LightUNETR bundle. Convert it with "
-                             "'lightunetr import-reference' first.")
+            raise ModelError(f"{path} is a PyTorch checkpoint, not a LightUNETR bundle. 'Add model...' converts an "
+                             "authors' checkpoint (it asks for the preset); or run 'lightunetr import-reference'.")
         raise ModelError(f"{path} is not a model bundle; choose a '<name>{BUNDLE_SUFFIX}' folder.")
     card_path = os.path.join(path, CARD_FILE)
     try:
@@ -120,7 +111,7 @@ class ModelLibrary:
         folder = os.path.abspath(folder or default_models_folder())
         if folder != self._folder:
             self._folder = folder
-            self._notify()
+            self.notify_changed()
 
     # ------------------------------------------------------------------ listeners
     def add_listener(self, callback) -> None:
@@ -132,7 +123,8 @@ class ModelLibrary:
         if callback in self._listeners:
             self._listeners.remove(callback)
 
-    def _notify(self) -> None:
+    def notify_changed(self) -> None:
+        """Tell every listener the library changed (also called by the jobs that write bundles into it)."""
         for callback in list(self._listeners):
             try:
                 callback()
@@ -173,9 +165,20 @@ class ModelLibrary:
         return os.path.dirname(os.path.abspath(info.path)) == self.folder
 
     def add(self, source: str, overwrite: bool = False) -> ModelInfo:
-        """Copy a bundle folder (or the folder of a ``model_card.json``) into the models folder. The copy
-        is made under a hidden temporary name and renamed into place only when complete, so the folder
-        never holds a half-copied bundle; a replaced bundle is moved aside first and removed last."""
+        """Copy a bundle folder (or the folder of a ``model_card.json``), or unpack a zipped bundle
+        (``lightunetr export-bundle``), into the models folder. The copy is made under a hidden temporary
+        name, checked (card, weights SHA-256) and renamed into place only when complete, so the folder never
+        holds a half-copied or damaged bundle; a replaced bundle is moved aside first and removed last.
+        An authors' ``.pth`` checkpoint needs a conversion job instead (:mod:`.modelinstall`)."""
+        from lightunetr_core.bundle import BundleError, extract_bundle_zip, verify_bundle_files
+
+        if os.fspath(source).lower().endswith(".zip") and os.path.isfile(source):
+            try:
+                target = extract_bundle_zip(source, self.folder, overwrite=overwrite)
+            except BundleError as exc:
+                raise ModelError(str(exc)) from None
+            self.notify_changed()
+            return read_model_info(os.fspath(target))
         info = read_model_info(source)
         base = os.path.basename(info.path.rstrip(os.sep))
         if not base.endswith(BUNDLE_SUFFIX):
@@ -192,13 +195,17 @@ class ModelLibrary:
         try:
             shutil.copytree(info.path, tmp)
             read_model_info(tmp)  # the copy is complete and readable before it becomes visible
+            try:
+                verify_bundle_files(tmp)
+            except BundleError as exc:
+                raise ModelError(f"{info.path}: {exc}") from None
             if os.path.exists(target):
                 os.replace(target, old)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
-        self._notify()
+        self.notify_changed()
         return read_model_info(target)
 
     def remove(self, name_or_path: str) -> None:
@@ -210,4 +217,4 @@ class ModelLibrary:
         trash = os.path.join(self.folder, f".removed-{uuid.uuid4().hex[:8]}-{os.path.basename(m.path)}")
         os.replace(m.path, trash)
         shutil.rmtree(trash, ignore_errors=True)
-        self._notify()
+        self.notify_changed()

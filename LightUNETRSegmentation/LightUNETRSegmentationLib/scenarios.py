@@ -251,3 +251,36 @@ def values_at_ras_array(volumeNode, array_kji, ras_points, tol=1e-3):
         raise AssertionError("points are not on the voxel grid")
     r = r.astype(int)
     return array_kji[r[:, 2], r[:, 1], r[:, 0]]
+
+
+def zipped_bundle_scenario(logic, folder):
+    """"Add model..." with a zipped bundle: the card is read from inside the zip (nothing added yet) and
+    shown, then the bundle is unpacked into the library, verified, and every listener is told; adding it
+    again is refused. Returns the added ModelInfo. Needs torch (the bundle is made by the engine)."""
+    from lightunetr_core.bundle import export_bundle_zip
+
+    from . import modelinstall
+    from .models import ModelError
+
+    source = make_tiny_bundle(os.path.join(str(folder), "zip-source"), name="zipped")
+    archive = export_bundle_zip(source, os.path.join(str(folder), "zipped.zip"), overwrite=True)
+    before = [m.name for m in logic.models()[0]]
+    card = modelinstall.peek_card(str(archive))
+    if card.get("name") != "zipped" or [m.name for m in logic.models()[0]] != before:
+        raise AssertionError("reading the card of a zip must not add anything")
+    text = modelinstall.describe_card(card)
+    if "Segments: Liver, Spleen, Tumor" not in text or "Licence:" not in text:
+        raise AssertionError(f"the card shown before adding lacks what it segments or its licence:\n{text}")
+    told = []
+    logic.library.add_listener(lambda: told.append(1))
+    info = logic.addModelFromFile(str(archive))
+    if info.name != "zipped" or "zipped" not in [m.name for m in logic.models()[0]] or not told:
+        raise AssertionError("the zipped bundle was not added to the library, or the model lists were not told")
+    try:
+        logic.addModelFromFile(str(archive))
+    except ModelError as exc:
+        if "already exists" not in str(exc):
+            raise
+    else:
+        raise AssertionError("adding the same zipped bundle twice must be refused")
+    return info

@@ -41,8 +41,9 @@ slicer = _import_real_slicer()
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the 'slicer' package here is not slicer-core", allow_module_level=True)
 
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+for path in (HERE, os.path.dirname(HERE)):  # slicer_bootstrap; tests/loopback_server.py
+    if path not in sys.path:
+        sys.path.insert(0, path)
 from slicer_bootstrap import bootstrap  # noqa: E402
 
 
