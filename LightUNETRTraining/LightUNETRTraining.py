@@ -24,7 +24,9 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LightUNETRSegmentationLib import DOCUMENTATION_URL, generated, parameters
-from LightUNETRTrainingLib.config import ARCHITECTURES, MODALITIES, RANGES, RECIPES, TrainingConfig, parse_patch_size
+from LightUNETRTrainingLib import startfrom
+from LightUNETRTrainingLib.config import (ARCHITECTURES, MODALITIES, RANGES, RECIPES, TrainingConfig, parse_patch_size,
+                                          parse_spacing)
 
 _DEFAULTS = TrainingConfig()
 
@@ -60,6 +62,10 @@ class LightUNETRTrainingParameterNode:
     architecture: Annotated[str, Choice(list(ARCHITECTURES))] = _DEFAULTS.architecture
     iterations: Annotated[int, WithinRange(*RANGES["iterations"])] = _DEFAULTS.iterations
     patchSize: str = ",".join(str(p) for p in _DEFAULTS.patch_size)
+    targetSpacing: str = ""  # "" = the median spacing of the labelled cases
+    # The "Start from" combo box is filled from the model library and the catalog (items change), so it is
+    # not bound: the widget keeps it and this field in step, like the Segmentation module's model list.
+    startFrom: str = startfrom.RANDOM
     batchLabeled: Annotated[int, WithinRange(*RANGES["batch_labeled"])] = _DEFAULTS.batch_labeled
     batchUnlabeled: Annotated[int, WithinRange(*RANGES["batch_unlabeled"])] = _DEFAULTS.batch_unlabeled
     valEvery: Annotated[int, WithinRange(*RANGES["val_every"])] = _DEFAULTS.val_every
@@ -88,6 +94,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._plotShownFor = None
+        self._defaultToolTips = None  # of the widgets a starting model locks
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -113,6 +120,9 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
         self.ui.resumeButton.connect("clicked(bool)", self.onResume)
+        self.ui.openRunButton.connect("clicked(bool)", self.onOpenRun)
+        self.ui.startFromComboBox.connect("currentIndexChanged(int)", self.onStartFromChanged)
+        self.logic.segmentationLogic.library.add_listener(self.refreshStartFrom)  # downloads, trainings, "Add model..."
 
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
@@ -122,10 +132,16 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.initializeParameterNode()
         self.refreshCases()
         self.updateButtons()
+        stopped = [r for r in self.logic.runs() if r["resumable"]]
+        if stopped:
+            self.setStatus(f"{len(stopped)} stopped run(s) in {self.logic.jobsFolder} (latest: {stopped[0]['name']}); "
+                           "'Open run...' resumes one.")
 
     def cleanup(self):
         self.setParameterNode(None)
         self.removeObservers()
+        if self.logic:
+            self.logic.segmentationLogic.library.remove_listener(self.refreshStartFrom)
         if self._timer:
             self._timer.stop()
         if self._installer:
@@ -174,6 +190,56 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNode = node
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.refreshStartFrom()
+
+    # ------------------------------------------------------------------ start from
+    def refreshStartFrom(self):
+        """Fill "Start from" (random, library models, catalog models to download) and show the node's choice."""
+        combo = self.ui.startFromComboBox
+        current = self._parameterNode.startFrom if self._parameterNode else (combo.currentData or "")
+        wasBlocked = combo.blockSignals(True)
+        try:
+            combo.clear()
+            for text, value, tip in startfrom.choices(self.logic.segmentationLogic.library):
+                combo.addItem(text, value)
+                combo.setItemData(combo.count - 1, tip, qt.Qt.ToolTipRole)
+            index = combo.findData(current)
+            combo.currentIndex = index if index >= 0 else 0
+        finally:
+            combo.blockSignals(wasBlocked)
+        if self._parameterNode and (combo.currentData or "") != current:
+            self._parameterNode.startFrom = combo.currentData or ""  # the model was removed: random weights
+        self._applyStartFrom()
+
+    def onStartFromChanged(self, index):
+        if self._parameterNode:
+            self._parameterNode.startFrom = self.ui.startFromComboBox.currentData or ""
+        self._applyStartFrom()
+
+    def _applyStartFrom(self):
+        """A starting model fixes architecture, patch size, spacing and normalisation: set and lock them."""
+        p = self._parameterNode
+        try:
+            card = startfrom.card_for(p.startFrom) if p else None
+        except ValueError as exc:
+            card = None
+            self.setStatus(str(exc))
+        fixed = startfrom.fixed_settings(card)
+        if p and fixed:
+            p.architecture = fixed["architecture"]
+            p.patchSize = ",".join(str(v) for v in fixed["patch_size"])
+        locked = bool(fixed)
+        widgets = [self.ui.architectureComboBox, self.ui.patchSizeLineEdit, self.ui.targetSpacingLineEdit,
+                   self.ui.modalityComboBox]
+        if self._defaultToolTips is None:
+            self._defaultToolTips = [w.toolTip for w in widgets]
+        for widget, default in zip(widgets, self._defaultToolTips):
+            widget.enabled = not locked
+            widget.toolTip = f"Set by the starting model '{card.get('name')}'" if locked else default
+        spacing = fixed.get("target_spacing")
+        self.ui.targetSpacingLineEdit.placeholderText = (
+            ",".join(f"{v:g}" for v in spacing) + " mm (the starting model's)" if spacing else
+            "median of the labelled cases")
 
     # ------------------------------------------------------------------ case table
     def refreshCases(self):
@@ -238,6 +304,8 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             device=p.device,
             inference_device=p.device,
             modality=p.modality,
+            init_bundle=p.startFrom or None,
+            target_spacing=None if p.startFrom else parse_spacing(p.targetSpacing),
             segment_unlabeled=p.segmentUnlabeled,
             rank_uncertainty=p.rankUncertainty,
         )
@@ -270,6 +338,26 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._shownLog = len(self._job.log)
             self._job.resume()
             self._monitor()
+
+    def onOpenRun(self):
+        from LightUNETRTrainingLib.logic import RunFolderError
+
+        if self._job is not None and not self._job.done:
+            slicer.util.errorDisplay("A training is running; stop it before opening another run.")
+            return
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Open a training run folder",
+                                                     self.logic.jobsFolder)
+        if not folder:
+            return
+        try:
+            self._job = self.logic.openRun(folder)
+        except RunFolderError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle="Open run")
+            return
+        self.ui.logTextEdit.clear()
+        self._shownLog = 0
+        self.setStatus(self._job.message)
+        self.updateButtons()
 
     def _monitor(self):
         if self._job.done:
@@ -341,6 +429,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.startButton.enabled = not running
         self.ui.stopButton.enabled = running
         self.ui.resumeButton.enabled = job is not None and job.status in ("stopped", "cancelled")
+        self.ui.openRunButton.enabled = not running
 
 
 class LightUNETRTrainingLogic(ScriptedLoadableModuleLogic):
@@ -380,7 +469,8 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
-        for test in (self.test_first_launch, self.test_case_table_and_export, self.test_training):
+        for test in (self.test_first_launch, self.test_case_table_and_export, self.test_training,
+                     self.test_resume_after_restart):
             self.setUp()
             try:
                 test()
@@ -406,6 +496,18 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         widget.ui.iterationsSpinBox.value = 123
         self.assertEqual(widget.config().iterations, 123)
         self.assertEqual(list(widget.ui.folderComboBox.sortFilterProxyModel().levelFilter), CASE_FOLDER_LEVELS)
+        combo = widget.ui.startFromComboBox
+        values = [combo.itemData(i) for i in range(combo.count)]
+        self.assertEqual(values[0], "", "'Start from' must offer random initialisation first")
+        self.assertTrue(any(str(v).startswith("catalog:") or os.path.isdir(str(v)) for v in values[1:]),
+                        "'Start from' offers neither library nor catalog models")
+        catalog = next(i for i, v in enumerate(values) if str(v).startswith("catalog:") or os.path.isdir(str(v)))
+        combo.currentIndex = catalog
+        self.assertEqual(widget._parameterNode.startFrom, values[catalog])
+        self.assertFalse(widget.ui.patchSizeLineEdit.enabled, "a starting model fixes the patch size")
+        self.assertEqual(widget.config().init_bundle, values[catalog])
+        combo.currentIndex = 0
+        self.assertTrue(widget.ui.patchSizeLineEdit.enabled)
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_case_table_and_export(self):
@@ -442,3 +544,22 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         finally:
             logic.shutdown()
         logging.info("LightUNETRTraining: training test passed")
+
+    def test_resume_after_restart(self):
+        from LightUNETRSegmentationLib import environment
+        from LightUNETRTrainingLib import scenarios
+        from LightUNETRTrainingLib.logic import TrainingLogic
+
+        if environment.missing_dependencies():
+            self.delayDisplay("torch/MONAI not installed: skipping the resume-after-restart test")
+            return
+        logic = self._logic()
+        fresh = TrainingLogic(segmentationLogic=logic.segmentationLogic, jobsFolder=logic.jobsFolder)
+        config = TrainingConfig(name="Again", iterations=3, patch_size=(32, 32, 32), batch_labeled=2, batch_unlabeled=2,
+                                val_every=1, device="cpu", threads=1, plot=False, segment_unlabeled=False)
+        self.delayDisplay("Stop a run, open it in a new logic (as after a restart), resume it to the end")
+        try:
+            scenarios.reopen_scenario(logic, fresh, os.path.join(self.tmpdir, "jobs", "Again-1"), config)
+        finally:
+            fresh.shutdown()
+            logic.shutdown()

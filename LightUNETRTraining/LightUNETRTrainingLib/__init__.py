@@ -3,10 +3,12 @@
 ``cases``     the case table: volumes → rows (role labeled/unlabeled/validation/ignore, segmentation,
               classes from segment names) and the checks before a run, per row
 ``config``    :class:`TrainingConfig` and its ``lightunetr train`` arguments
+``startfrom`` "Start from": random weights, a library model or a catalog model, and what it fixes
 ``export``    cases → job folder (.nrrd volumes, label maps with consistent class values, dataset.json)
 ``plot``      live loss / validation-Dice curves as MRML table + plot series + plot chart nodes
-``logic``     :class:`TrainingLogic` / :class:`TrainingJob`: start, stop (checkpoint), resume, register the
-              bundle, segment the unlabelled cases, uncertainty ranking, stop on scene close
+``logic``     :class:`TrainingLogic` / :class:`TrainingJob`: (download the model to start from,) start, stop
+              (checkpoint), resume, reopen a run after a restart, register the bundle, segment the
+              unlabelled cases, uncertainty ranking, stop on scene close
 ``scenarios`` scenarios shared by pytest and the Slicer self-test
 
 Reuses LightUNETRSegmentationLib (job runner, volume export, model library, segmentation queue).

@@ -347,6 +347,9 @@ class CaseTable:
                 self.problems.append(f"{len(unlabeled)} unlabelled case(s) but the unlabelled batch size is "
                                      f"{config.batch_unlabeled}; add unlabelled cases or lower the batch size.")
         self.problems += config.problems()
+        from .startfrom import problems as start_from_problems
+
+        self.problems += start_from_problems(config, classes)
         return self.ok
 
     @property

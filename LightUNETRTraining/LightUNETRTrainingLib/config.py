@@ -28,6 +28,19 @@ def parse_patch_size(text: str) -> tuple:
     return patch * 3 if len(patch) == 1 else patch
 
 
+def parse_spacing(text: str) -> tuple | None:
+    """``""`` → None (the median spacing of the labelled cases); ``"1.5,1.5,2.5"``, ``"1.5 1.5 2.5"`` or
+    ``"1"`` → mm per axis; ``()`` when unreadable (:meth:`TrainingConfig.problems` says what is wrong)."""
+    parts = [p for p in re.split(r"[\s,x×]+", str(text or "").strip().lower()) if p]
+    if not parts:
+        return None
+    try:
+        spacing = tuple(float(p) for p in parts)
+    except ValueError:
+        return ()
+    return spacing * 3 if len(spacing) == 1 else spacing
+
+
 @dataclass
 class TrainingConfig:
     """Options of one training run (defaults follow ``lightunetr train``, with fewer iterations)."""
@@ -47,7 +60,7 @@ class TrainingConfig:
     seed: int = 1337
     modality: str = "MR"  # "CT" → clip + scale, else z-score (lightunetr_core.data.dataset)
     target_spacing: tuple | None = None  # None: the engine's default (median of the labelled cases)
-    init_bundle: str | None = None  # fine-tune from this bundle
+    init_bundle: str | None = None  # fine-tune from this bundle, or "catalog:NAME" (startfrom.py)
     extra_args: list = field(default_factory=list)
     # after training
     register_model: bool = True
@@ -76,6 +89,10 @@ class TrainingConfig:
             out.append("CSE needs an unlabelled batch size of at least 1 (or choose the 'supervised' recipe).")
         if int(self.val_every) < 0:
             out.append("'Validate every' must be 0 (only at the end) or more.")
+        if self.target_spacing is not None and (len(tuple(self.target_spacing)) != 3
+                                                or not all(0 < float(v) < 100 for v in self.target_spacing)):
+            out.append(f"Target spacing {list(self.target_spacing)}: give three spacings in mm (e.g. 1.5,1.5,2.5), "
+                       "or leave it empty for the median spacing of the labelled cases.")
         if not re.sub(r"[^A-Za-z0-9]", "", self.name or ""):
             out.append("Give the model a name (letters or digits).")
         return out

@@ -143,7 +143,7 @@ class CaseExport:
     def _finish(self) -> None:
         labels = {"0": "background", **{str(k + 1): c for k, c in enumerate(self.classes)}}
         manifest = {"name": self.name, "modalities": [self.config.modality], "labels": labels, "cases": self.cases}
-        if self.config.target_spacing:
+        if self.config.target_spacing and not self.config.init_bundle:  # fine-tuning: the model's own plan
             manifest["preprocessing"] = {"target_spacing": [float(s) for s in self.config.target_spacing]}
         with open(os.path.join(self.tmp, MANIFEST_NAME), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)

@@ -20,6 +20,7 @@ Closing the scene stops a running job cleanly (checkpoint written, process ended
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -30,16 +31,25 @@ from LightUNETRSegmentationLib import jobrunner
 from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
 
 from .cases import CaseTable
+from . import startfrom
 from .config import TrainingConfig, as_config
 from .export import CaseExport, ExportError
 from .plot import TrainingPlot
 
 logger = logging.getLogger("LightUNETR")
 
-PENDING, EXPORTING, RUNNING, STOPPING, STOPPED = "pending", "exporting", "running", "stopping", "stopped"
-SEGMENTING, COMPLETED, FAILED, CANCELLED = "segmenting", "completed", "failed", "cancelled"
+PENDING, DOWNLOADING, EXPORTING, RUNNING = "pending", "downloading", "exporting", "running"
+STOPPING, STOPPED, SEGMENTING = "stopping", "stopped", "segmenting"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 FINAL = (STOPPED, COMPLETED, FAILED, CANCELLED)
 CHECKPOINT_NAME = "checkpoint.pt"
+#: In every job folder: what is needed to resume the run after Slicer restarts (TrainingLogic.openRun).
+JOB_FILE = "job.json"
+JOB_FORMAT = 1
+
+
+class RunFolderError(ValueError):
+    """A folder is not a training run this module can resume; the message says why."""
 
 
 def default_jobs_folder() -> str:
@@ -51,8 +61,9 @@ def _safe(name: str) -> str:
 
 
 class TrainingJob:
-    """One training run and what follows it. ``status``: pending → exporting (one case per ``poll()``) →
-    running → (stopping → stopped → running ...) → segmenting → completed, or failed / cancelled.
+    """One training run and what follows it. ``status``: pending → (downloading: the catalog model to start
+    from) → exporting (one case per ``poll()``) → running → (stopping → stopped → running ...) → segmenting →
+    completed, or failed / cancelled.
 
     ``detached`` (set when the scene closes): the job no longer touches the scene: a stop writes its
     checkpoint and the process ends on its own, a finished training is registered in the model library,
@@ -93,6 +104,7 @@ class TrainingJob:
         self.results: list = []  # per unlabelled case: volume, segmentation, uncertainty, meanUncertainty, ok, message
         self.ranking: list = []  # results with an uncertainty, most uncertain first
         self.export: CaseExport | None = None
+        self.download = None  # LightUNETRSegmentationLib.modelinstall.ModelInstallJob of a catalog start-from
         self.detached = False
         self._stop_requested = False
 
@@ -151,16 +163,44 @@ class TrainingJob:
         if self.folder is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.folder = os.path.join(self.logic.jobsFolder, f"{_safe(self.modelName)}-{stamp}")
+        self.logic.activeJobs.append(self)
+        name = startfrom.catalog_name(self.config.init_bundle)
+        if name is not None:
+            from LightUNETRSegmentationLib import modelinstall
+
+            seg_logic = self.logic.segmentationLogic
+            installed = modelinstall.installed_catalog_models(seg_logic.library).get(name)
+            if installed is not None:
+                self.config = dataclasses.replace(self.config, init_bundle=installed.path)
+            else:
+                self.download = seg_logic.downloadModel(name)
+                self.status = DOWNLOADING
+                self.stage = "download"
+                self.message = self.download.message or f"Downloading {name} to start from..."
+                if self.download.done:
+                    self._download_finished()
+                return self
+        self._start_export()
+        return self
+
+    def _download_finished(self) -> None:
+        job = self.download
+        if not job.ok:
+            self._finish(CANCELLED if job.status == "cancelled" else FAILED,
+                         f"Training did not start: {job.message}")
+            return
+        self.config = dataclasses.replace(self.config, init_bundle=job.model.path)
+        self._start_export()
+
+    def _start_export(self) -> None:
         try:
             self.export = CaseExport(self.table, self.folder, self.config, name=self.modelName).start()
         except (ExportError, OSError) as exc:
             self._finish(FAILED, f"Could not export the training cases: {exc}")
-            return self
+            return
         self.status = EXPORTING
         self.stage = "export"
         self.message = f"Exporting {self.export.total} case(s)..."
-        self.logic.activeJobs.append(self)
-        return self
 
     def _export_step(self) -> None:
         """Export one case; launch training after the last one."""
@@ -174,10 +214,49 @@ class TrainingJob:
             return
         self.manifest = self.export.result.manifest
         self.runDir = os.path.join(self.folder, "run")
+        try:
+            self._write_job_file()
+        except OSError as exc:
+            self._finish(FAILED, f"Could not write {JOB_FILE} in {self.folder}: {exc}")
+            return
         if self.config.plot and not self.detached:
             scene = self.table.rows[0].volume.GetScene() if self.table.rows else slicer.mrmlScene
             self.plot = TrainingPlot(scene, self.modelName)
         self._launch(resume=False)
+
+    def _restore_history(self) -> None:
+        """Iteration, losses and Dice of an earlier run from its ``events.jsonl`` (lightunetr_core/training/runlog.py)."""
+        from lightunetr_core.training.runlog import RunLogError, history, read_events
+
+        try:
+            events = read_events(self.runDir)
+        except RunLogError:
+            return
+        iterations, validations = history(events)
+        started = [e for e in events if e.get("event") == "started" and e.get("total")]
+        if started:
+            self.total = int(started[-1]["total"])
+        terms = ("total", "ce", "dice", "smc", "agr")
+        self.loss_history = [(r["iteration"], {k: r[k] for k in terms if r.get(k) is not None}) for r in iterations]
+        if iterations:
+            self.iteration = iterations[-1]["iteration"]
+            self.loss = dict(self.loss_history[-1][1])
+        self.dice_history = [(r["iteration"], r.get("dice")) for r in validations]
+        dices = [d for _, d in self.dice_history if d is not None]
+        if dices:
+            self.dice, self.best_dice = self.dice_history[-1][1], max(dices)
+
+    def _write_job_file(self) -> None:
+        """What :meth:`TrainingLogic.openRun` needs to resume this run after Slicer restarts (atomic)."""
+        import json
+
+        data = {"format": JOB_FORMAT, "model_name": self.modelName, "config": self.config.to_dict(),
+                "manifest": os.path.relpath(self.manifest, self.folder), "run_dir": os.path.relpath(self.runDir, self.folder)}
+        path = os.path.join(self.folder, JOB_FILE)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
 
     def _launch(self, resume: bool) -> None:
         config = self.config
@@ -321,7 +400,12 @@ class TrainingJob:
     # ------------------------------------------------------------------ control
     def poll(self) -> bool:
         """Handle new output; True while something is still running."""
-        if self.status == EXPORTING:
+        if self.status == DOWNLOADING:
+            if not self.download.poll():
+                self._download_finished()
+            else:
+                self.message = self.download.message
+        elif self.status == EXPORTING:
             self._export_step()
         elif self.status in (RUNNING, STOPPING) and self.runner is not None:
             self.runner.poll()
@@ -330,11 +414,7 @@ class TrainingJob:
         return not self.done
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> str:
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"training still {self.status} after {timeout} s")
-            time.sleep(interval)
+        jobrunner.poll_until_done(self.poll, timeout, f"training ({self.status})", interval)
         return self.status
 
     def stop(self, block: bool = False) -> None:
@@ -351,6 +431,10 @@ class TrainingJob:
             self.queue.cancel()
             if block:
                 self.wait(timeout=60)
+        elif self.status == DOWNLOADING:
+            self.download.cancel()
+            if block:
+                self.wait(timeout=60)
         elif self.status == EXPORTING:
             self.export.abort()
             self._finish(CANCELLED, "Training cancelled during the export of the cases; nothing was kept.")
@@ -364,10 +448,18 @@ class TrainingJob:
             raise RuntimeError(f"only a stopped training can be resumed (this one is {self.status}).")
         if self not in self.logic.activeJobs:
             self.logic.activeJobs.append(self)
+        if self.plot is None and self.config.plot and not self.detached and not self.table.rows:
+            self.plot = TrainingPlot(slicer.mrmlScene, self.modelName)  # a run opened after a restart
+            for iteration, loss in self.loss_history:
+                self.plot.add_progress(iteration, loss)
+            for iteration, dice in self.dice_history:
+                self.plot.add_validation(iteration, dice)
         self._launch(resume=self.resumable)
         return self
 
     def kill(self) -> None:
+        if self.download is not None and not self.download.done:
+            self.download.kill()
         if self.export is not None and self.status == EXPORTING:
             self.export.abort()
         if self.runner is not None:
@@ -497,6 +589,74 @@ class TrainingLogic:
         """Console API: setup + start (blocking unless ``waitForCompletion=False``)."""
         table = CaseTable.from_nodes(labeledPairs, unlabeledVolumes, validationPairs)
         return self.start(table, config, jobFolder, waitForCompletion, timeout, **callbacks)
+
+    def openRun(self, folder: str, **callbacks) -> TrainingJob:
+        """The job of an earlier run (a job folder this module made, or its ``run`` folder), e.g. after Slicer
+        restarted: ``stopped`` when it has a checkpoint (``resume()`` continues from it), ``cancelled`` when it
+        stopped before its first one (``resume()`` starts it anew in the same folder). Its cases are read from
+        the job folder's exported data, so the scene need not hold them. Raises :class:`RunFolderError`."""
+        import json
+
+        from .cases import CaseTable
+
+        folder = os.path.abspath(os.fspath(folder))
+        if not os.path.isfile(os.path.join(folder, JOB_FILE)) and os.path.isfile(os.path.join(os.path.dirname(folder), JOB_FILE)):
+            folder = os.path.dirname(folder)  # the run folder itself was chosen
+        path = os.path.join(folder, JOB_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("format") != JOB_FORMAT:
+                raise RunFolderError(f"{path} has format {data.get('format')!r}; this module reads format {JOB_FORMAT}.")
+            config = TrainingConfig.from_dict(data["config"])
+            manifest = os.path.join(folder, data["manifest"])
+            run_dir = os.path.join(folder, data["run_dir"])
+        except FileNotFoundError:
+            raise RunFolderError(f"{folder} is not a training job folder of this module (no {JOB_FILE}); choose a folder "
+                                 f"under {self.jobsFolder}.") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, RunFolderError):
+                raise
+            raise RunFolderError(f"{path} cannot be read ({exc}).") from None
+        if not os.path.isfile(manifest):
+            raise RunFolderError(f"{folder}: the exported cases ({manifest}) are gone; the run cannot be resumed.")
+        if any(j.folder == folder and not j.done for j in self.activeJobs):
+            raise RunFolderError(f"{folder}: this run is already running in this session.")
+        unknown = set(callbacks) - {"on_progress", "on_validation", "on_event", "on_finished"}
+        if unknown:
+            raise TypeError(f"unknown callback(s) {sorted(unknown)}")
+        job = TrainingJob(self, CaseTable([]), config, folder, callbacks)
+        job.modelName = data.get("model_name") or config.name
+        job.manifest, job.runDir = manifest, run_dir
+        job._restore_history()
+        if job.resumable:
+            job.status, job.message = STOPPED, (f"Run '{job.modelName}' stopped at iteration {job.iteration}/{job.total}; "
+                                                "Resume continues from its checkpoint.")
+        else:
+            job.status, job.message = CANCELLED, f"Run '{job.modelName}' has no checkpoint yet; Resume starts it anew."
+        self.lastJob = job
+        return job
+
+    def runs(self) -> list[dict]:
+        """The job folders under :attr:`jobsFolder`, newest first: ``{"folder", "name", "resumable",
+        "iteration", "total"}`` (for the "Resume a run" list)."""
+        import json
+
+        out = []
+        if not os.path.isdir(self.jobsFolder):
+            return out
+        for entry in os.listdir(self.jobsFolder):
+            folder = os.path.join(self.jobsFolder, entry)
+            try:
+                with open(os.path.join(folder, JOB_FILE), encoding="utf-8") as f:
+                    data = json.load(f)
+                run_dir = os.path.join(folder, data["run_dir"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            out.append({"folder": folder, "name": data.get("model_name", entry),
+                        "resumable": os.path.isfile(os.path.join(run_dir, CHECKPOINT_NAME)),
+                        "mtime": os.path.getmtime(os.path.join(folder, JOB_FILE))})
+        return sorted(out, key=lambda r: r["mtime"], reverse=True)
 
     def stopAll(self, block: bool = False) -> None:
         for job in list(self.activeJobs):

@@ -310,6 +310,41 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
     return job
 
 
+def reopen_scenario(logic, newLogic, jobFolder, config, timeout=600):
+    """Resume after a restart: a run is stopped after its first iteration; ``newLogic`` (a fresh
+    :class:`~LightUNETRTrainingLib.logic.TrainingLogic` on the same jobs folder, as after Slicer restarted) lists
+    it, opens it from its run folder with the scene cleared, shows where it stopped, resumes it from the
+    checkpoint to the end and registers its model. Returns the reopened job."""
+    import os
+    import time
+
+    training_scene(n_labeled=2, n_unlabeled=2, shape_kji=(24, 24, 24))
+    job = logic.start(logic.caseTable(), config, jobFolder=jobFolder)
+    end = time.monotonic() + timeout
+    while job.poll() and job.iteration < 1:
+        _expect(time.monotonic() < end, "no training progress in time")
+        time.sleep(0.05)
+    job.stop()
+    job.wait(timeout)
+    _expect(job.status == "stopped", f"stop: {job}")
+    stopped_at = job.iteration
+    runs = newLogic.runs()
+    _expect([(r["folder"], r["resumable"]) for r in runs][:1] == [(os.path.abspath(jobFolder), True)],
+            f"the stopped run is not listed first as resumable: {runs}")
+    slicer.mrmlScene.Clear(0)  # the cases were exported with the job; the scene is not needed
+    again = newLogic.openRun(os.path.join(jobFolder, "run"))
+    _expect(again.status == "stopped" and again.iteration == stopped_at and again.total == config.iterations,
+            f"reopened: {again}")
+    _expect(bool(again.loss_history) and "total" in again.loss_history[-1][1], "the loss history was not restored")
+    again.resume()
+    again.wait(timeout)
+    _expect(again.ok, f"resume after restart: {again}\n" + "\n".join(again.log[-20:]))
+    starts = [e.get("start_iteration") for e in again.events if e.get("event") == "started"]
+    _expect(starts == [stopped_at] and again.iteration == config.iterations, f"continued from {starts}")
+    _expect(again.model is not None and again.model.name == config.name, f"model {again.model}")
+    return again
+
+
 def _voxel_table(volumeNode):
     from LightUNETRSegmentationLib.scenarios import physical_voxel_table
 
