@@ -391,6 +391,47 @@ def check_bound_widgets_not_filled_by_code(ui_text: str, module_source: str) -> 
             if m.group(1) in bound]
 
 
+# ------------------------------------------------------------------------------------------------------ signals
+#: Signals connected by name (``obj.connect("signal(args)", slot)``): PythonQt connects nothing and only logs
+#: when the signature is wrong, so a typo is a button that silently does nothing. Each entry names its
+#: declaration: Qt 5 class documentation, or the header at Slicer v5.10.0 and v5.12.3 / CTK dd4caeae and 5056664a.
+SIGNALS = {
+    "aboutToQuit()": "QCoreApplication",
+    "accepted()": "QDialogButtonBox",
+    "rejected()": "QDialogButtonBox",
+    "canceled()": "QProgressDialog",
+    "clicked()": "QAbstractButton (clicked(bool checked = false))",
+    "clicked(bool)": "QAbstractButton",
+    "currentIndexChanged(int)": "QComboBox",
+    "currentTextChanged(QString)": "QComboBox",
+    "currentRowChanged(int)": "QListWidget",
+    "timeout()": "QTimer",
+    "currentPathChanged(QString)": "CTK Libs/Widgets/ctkPathLineEdit.h",
+    "currentItemChanged(vtkIdType)": "Slicer Modules/Loadable/SubjectHierarchy/Widgets/qMRMLSubjectHierarchyComboBox.h",
+    "currentNodeChanged(vtkMRMLNode*)": "Slicer Libs/MRML/Widgets/qMRMLNodeComboBox.h",
+    "startupCompleted()": "Slicer Base/QTGUI/qSlicerApplication.h",
+}
+#: Slots connected by name (``obj.connect("signal()", receiver, "slot()")``).
+SLOTS = {"accept()": "QDialog", "reject()": "QDialog"}
+
+
+def check_signals(source: str) -> list[str]:
+    """Every signal (and slot) connected by its signature string is one of :data:`SIGNALS` (:data:`SLOTS`)."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"):
+            continue
+        strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        if not strings or "(" not in strings[0]:
+            continue
+        if strings[0] not in SIGNALS:
+            problems.append(f"line {node.lineno}: signal {strings[0]!r} is not in this test's table of declared signals")
+        for slot in strings[1:]:
+            if slot not in SLOTS:
+                problems.append(f"line {node.lineno}: slot {slot!r} is not in this test's table of declared slots")
+    return problems
+
+
 # ------------------------------------------------------------------------------------------------------ Python API
 def _attribute_chain(node) -> list[str]:
     names = []
@@ -483,6 +524,18 @@ def test_ui_has_the_widgets_the_module_uses(module):
 def test_slicer_api_calls_exist_at_both_tags(path):
     problems = check_slicer_api(_read(path))
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", list(_slicer_side_files()), ids=lambda p: str(p.relative_to(REPO)))
+def test_connected_signals_are_declared(path):
+    problems = check_signals(_read(path))
+    assert not problems, "\n".join(problems)
+
+
+def test_checker_reports_a_misspelt_signal_or_slot():
+    source = 'b.connect("clicked(bool)", f)\nt.connect("timeOut()", f)\nd.connect("accepted()", w, "acept()")\n'
+    assert check_signals(source) == ["line 2: signal 'timeOut()' is not in this test's table of declared signals",
+                                     "line 3: slot 'acept()' is not in this test's table of declared slots"]
 
 
 def test_effect_writes_segments_only_through_the_editor():
