@@ -95,7 +95,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self._report = None
         self._timer = None
         self._installer = None
-        self._install = None  # modeldialogs.InstallProgress of a running download / conversion
+        self._installs = []  # modeldialogs.InstallProgress of the downloads / conversions this widget shows
         self._shownJob, self._shownLogLines = None, 0
 
     # ------------------------------------------------------------------ setup
@@ -139,8 +139,9 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             self._timer.stop()
         if self._installer:
             self._installer.cleanup()
-        if self._install is not None:  # its job stays in the logic's installJobs (killed at exit)
-            self._install.timer.stop()
+        for install in self._installs:  # nobody would poll their jobs any more: stop them (nothing is kept)
+            install.close(cancelJob=True)
+        self._installs = []
         if self.logic:
             self.logic.library.remove_listener(self.refreshModels)
         # Only this widget's own job: the effect's previews and Training's runs belong to them (a developer
@@ -278,23 +279,24 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
             name = modeldialogs.chooseCatalogModel(slicer.util.mainWindow(), self.logic.library)
             if name:
                 job = self.logic.downloadModel(name)
-                self._install = modeldialogs.InstallProgress(job, slicer.util.mainWindow(),
-                                                             onDone=lambda j: self._onModelInstalled(j.model if j.ok else None))
+                self._track(modeldialogs.InstallProgress(
+                    job, slicer.util.mainWindow(), onDone=lambda j: self._onModelInstalled(j.model if j.ok else None, j.message)))
 
     def onAddModel(self):
         from LightUNETRSegmentationLib import modeldialogs
 
-        if not self._installer.ensure(onReady=self.onAddModel):
-            return
-        self._install = modeldialogs.addModelInteractively(slicer.util.mainWindow(), self.logic, self._onModelInstalled)
+        self._track(modeldialogs.addModelInteractively(
+            slicer.util.mainWindow(), self.logic, self._onModelInstalled,
+            ensureEngine=lambda: self._installer.ensure(onReady=self.onAddModel)))
 
-    def _onModelInstalled(self, info):
-        """Select a model just added (the library already told every model list)."""
-        if info is None:
-            return
-        if self._parameterNode:
+    def _track(self, install):
+        self._installs = [i for i in self._installs if not i.finished] + ([install] if install is not None else [])
+
+    def _onModelInstalled(self, info, message=""):
+        """Select a model just added (the library already told every model list); say what happened."""
+        if info is not None and self._parameterNode:
             self._parameterNode.model = info.path
-        self.setStatus(f"Added model {info.name}.")
+        self.setStatus(message)
 
     def onRemoveModel(self):
         path = self.ui.modelComboBox.currentData

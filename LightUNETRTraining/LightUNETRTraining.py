@@ -95,6 +95,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNodeGuiTag = None
         self._plotShownFor = None
         self._defaultToolTips = None  # of the widgets a starting model locks
+        self._freeValues = None  # the form values a starting model replaced
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -196,19 +197,22 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def refreshStartFrom(self):
         """Fill "Start from" (random, library models, catalog models to download) and show the node's choice."""
         combo = self.ui.startFromComboBox
-        current = self._parameterNode.startFrom if self._parameterNode else (combo.currentData or "")
+        library = self.logic.segmentationLogic.library
+        current = startfrom.resolve(self._parameterNode.startFrom if self._parameterNode else (combo.currentData or ""),
+                                    library)  # a catalog model downloaded meanwhile is now a library model
         wasBlocked = combo.blockSignals(True)
         try:
             combo.clear()
-            for text, value, tip in startfrom.choices(self.logic.segmentationLogic.library):
+            for text, value, tip in startfrom.choices(library):
                 combo.addItem(text, value)
                 combo.setItemData(combo.count - 1, tip, qt.Qt.ToolTipRole)
             index = combo.findData(current)
             combo.currentIndex = index if index >= 0 else 0
         finally:
             combo.blockSignals(wasBlocked)
-        if self._parameterNode and (combo.currentData or "") != current:
-            self._parameterNode.startFrom = combo.currentData or ""  # the model was removed: random weights
+        if self._parameterNode and (combo.currentData or "") != self._parameterNode.startFrom:
+            # downloaded meanwhile: its library path; removed from the library: random weights
+            self._parameterNode.startFrom = combo.currentData or ""
         self._applyStartFrom()
 
     def onStartFromChanged(self, index):
@@ -224,11 +228,17 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         except ValueError as exc:
             card = None
             self.setStatus(str(exc))
-        fixed = startfrom.fixed_settings(card)
-        if p and fixed:
-            p.architecture = fixed["architecture"]
-            p.patchSize = ",".join(str(v) for v in fixed["patch_size"])
-        locked = bool(fixed)
+        values = startfrom.form_values(card)
+        if p and values:
+            if self._freeValues is None:  # what the user had set, restored on "Random initialisation"
+                self._freeValues = {k: getattr(p, k) for k in values}
+            for key, value in values.items():
+                setattr(p, key, value)
+        elif p and self._freeValues is not None:
+            for key, value in self._freeValues.items():
+                setattr(p, key, value)
+            self._freeValues = None
+        locked = bool(values)
         widgets = [self.ui.architectureComboBox, self.ui.patchSizeLineEdit, self.ui.targetSpacingLineEdit,
                    self.ui.modalityComboBox]
         if self._defaultToolTips is None:
@@ -236,10 +246,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         for widget, default in zip(widgets, self._defaultToolTips):
             widget.enabled = not locked
             widget.toolTip = f"Set by the starting model '{card.get('name')}'" if locked else default
-        spacing = fixed.get("target_spacing")
-        self.ui.targetSpacingLineEdit.placeholderText = (
-            ",".join(f"{v:g}" for v in spacing) + " mm (the starting model's)" if spacing else
-            "median of the labelled cases")
+        self.ui.targetSpacingLineEdit.placeholderText = "its own spacing" if locked else "median of the labelled cases"
 
     # ------------------------------------------------------------------ case table
     def refreshCases(self):

@@ -419,7 +419,8 @@ def check_signals(source: str) -> list[str]:
     """Every signal (and slot) connected by its signature string is one of :data:`SIGNALS` (:data:`SLOTS`)."""
     problems = []
     for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("connect", "disconnect")):
             continue
         strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         if not strings or "(" not in strings[0]:

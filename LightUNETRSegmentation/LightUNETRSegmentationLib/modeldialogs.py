@@ -62,17 +62,23 @@ def chooseCatalogModel(parent, library) -> str | None:
     listWidget.connect("currentRowChanged(int)", onRowChanged)
     listWidget.currentRow = next((n for n, e in enumerate(entries) if e.name not in installed), 0)
     onRowChanged(listWidget.currentRow)
-    if not dialog.exec_():
-        return None
+    accepted = dialog.exec_()
     row = listWidget.currentRow
-    return entries[row].name if 0 <= row < len(entries) else None
+    dialog.deleteLater()  # a child of the main window: not left behind for the whole session
+    return entries[row].name if accepted and 0 <= row < len(entries) else None
 
 
 class InstallProgress:
-    """Show a :class:`~.modelinstall.ModelInstallJob` (already started) until it ends; ``onDone(job)`` then."""
+    """Show a :class:`~.modelinstall.ModelInstallJob` (already started) until it ends; ``onDone(job)`` then.
+
+    ``QProgressDialog`` emits ``canceled()`` from its Cancel button, Escape *and* its close event (the title
+    bar's X, and our own ``close()``), and hides itself each time; so a cancel of a finished job is ignored,
+    ``canceled()`` is disconnected before the dialog is closed, and a dialog hidden while its job still runs
+    is shown again until the job has really stopped (Qt 5.15 qprogressdialog.cpp)."""
 
     def __init__(self, job, parent, onDone=None):
         self.job, self.onDone = job, onDone
+        self.finished = False
         self.dialog = slicer.util.createProgressDialog(parent=parent, value=0, maximum=0, labelText=job.message or job.title,
                                                        windowTitle=job.title, autoClose=False, autoReset=False)
         self.dialog.windowModality = qt.Qt.WindowModal
@@ -84,11 +90,27 @@ class InstallProgress:
         self.dialog.show()
 
     def onCancel(self):
+        if self.finished or self.job.done:
+            return
         self.job.cancel()
         self.dialog.labelText = "Cancelling..."
-        self.dialog.show()  # QProgressDialog hides itself on cancel; keep it until the job has really stopped
+        self.dialog.show()
+
+    def close(self, cancelJob: bool = False) -> None:
+        """Stop showing the job (``cancelJob``: and stop the job), e.g. when the module widget is cleaned up."""
+        if self.finished:
+            return
+        self.finished = True
+        self.timer.stop()
+        if cancelJob:
+            self.job.cancel()
+        self.dialog.disconnect("canceled()", self.onCancel)
+        self.dialog.close()
+        self.dialog.deleteLater()
 
     def onTimer(self):
+        if self.finished:
+            return
         running = self.job.poll()
         fraction = self.job.progress
         if fraction is not None:
@@ -97,9 +119,10 @@ class InstallProgress:
         if self.job.message:
             self.dialog.labelText = self.job.message
         if running:
+            if not self.dialog.visible:
+                self.dialog.show()
             return
-        self.timer.stop()
-        self.dialog.close()
+        self.close()
         if self.job.status == "failed":
             slicer.util.errorDisplay(self.job.message, windowTitle=self.job.title, detailedText="\n".join(self.job.log[-40:]))
         if self.onDone:
@@ -142,28 +165,37 @@ def _choosePreset(parent, path: str) -> str | None:
     buttons.connect("accepted()", dialog, "accept()")
     buttons.connect("rejected()", dialog, "reject()")
     layout.addWidget(buttons)
-    return names[combo.currentIndex] if dialog.exec_() else None
+    accepted = dialog.exec_()
+    preset = names[combo.currentIndex]
+    dialog.deleteLater()
+    return preset if accepted else None
 
 
-def addModelInteractively(parent, logic, onAdded) -> "InstallProgress | None":
-    """"Add model...": pick a file, show the card (or the preset), add or convert. ``onAdded(ModelInfo)``."""
+def addModelInteractively(parent, logic, onAdded, ensureEngine=lambda: True) -> "InstallProgress | None":
+    """"Add model...": pick a file, show the card (or the preset), add or convert. ``onAdded(ModelInfo or
+    None)``. ``ensureEngine()`` (the dependency installer) is asked only for a ``.pth``: converting runs the
+    engine, while a bundle or a zip is only copied and checked (standard library)."""
     path = qt.QFileDialog.getOpenFileName(
         parent, "Add a model: a bundle's model_card.json, a zipped bundle or an authors' .pth", "",
         "LightUNETR models (model_card.json *.zip *.pth *.pt);;All files (*)")
     if not path:
         return None
     if path.lower().endswith(modelinstall.CHECKPOINT_SUFFIXES):
+        if not ensureEngine():
+            return None
         preset = _choosePreset(parent, path)
         if preset is None:
             return None
+        # tryWithErrorDisplay shows the error, then re-raises it (Base/Python/slicer/util.py)
         with slicer.util.tryWithErrorDisplay("Could not convert the checkpoint.", waitCursor=False):
             job = logic.importCheckpoint(path, preset)
-            return InstallProgress(job, parent, onDone=lambda j: onAdded(j.model) if j.ok else None)
-        return None
-    with slicer.util.tryWithErrorDisplay("Could not add the model.", waitCursor=True):
+        return InstallProgress(job, parent, onDone=lambda j: onAdded(j.model if j.ok else None, j.message))
+    with slicer.util.tryWithErrorDisplay("Could not add the model.", waitCursor=False):
         card = modelinstall.peek_card(path)
         if not slicer.util.confirmOkCancelDisplay(modelinstall.describe_card(card), windowTitle="Add this model?",
                                                   parent=parent):
             return None
-        onAdded(logic.addModelFromFile(path))
+        with slicer.util.WaitCursor():
+            info = logic.addModelFromFile(path)
+    onAdded(info, f"Added model {info.name}.")
     return None

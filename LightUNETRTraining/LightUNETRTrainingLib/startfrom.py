@@ -79,6 +79,42 @@ def fixed_settings(card: dict | None) -> dict:
             "target_spacing": tuple(float(s) for s in spacing) if spacing else None}
 
 
+def resolve(value: str | None, library) -> str | None:
+    """``value`` with a ``"catalog:NAME"`` that is installed by now (downloaded meanwhile) replaced by its
+    library path; otherwise unchanged."""
+    name = catalog_name(value)
+    if name is None:
+        return value
+    from LightUNETRSegmentationLib import modelinstall
+
+    installed = modelinstall.installed_catalog_models(library).get(name)
+    return installed.path if installed is not None else value
+
+
+def modality_for(card: dict) -> str:
+    """The Training form's modality (config.MODALITIES) for the starting model's first input channel."""
+    name = str((card.get("input_channels") or ["other"])[0]).upper()
+    if name == "CT":
+        return "CT"
+    if name in ("MR", "MRI", "FLAIR", "T1", "T1W", "T1CE", "T1GD", "T2", "T2W", "LGE", "DWI", "ADC"):
+        return "MR"
+    return "other"
+
+
+def form_values(card: dict | None) -> dict:
+    """The Training form's fields a starting model sets (parameter-node names: ``architecture``,
+    ``patchSize``, ``targetSpacing``, ``modality``); empty for random initialisation, or for a card whose
+    architecture this module does not know (then nothing is locked and Check reports it)."""
+    from .config import ARCHITECTURES
+
+    fixed = fixed_settings(card)
+    if not fixed or fixed["architecture"] not in ARCHITECTURES or len(fixed["patch_size"]) != 3:
+        return {}
+    spacing = fixed["target_spacing"]
+    return {"architecture": fixed["architecture"], "patchSize": ",".join(str(v) for v in fixed["patch_size"]),
+            "targetSpacing": ",".join(f"{v:g}" for v in spacing) if spacing else "", "modality": modality_for(card)}
+
+
 def problems(config, classes: list[str]) -> list[str]:
     """What keeps ``config.init_bundle`` from being fine-tuned on cases with these ``classes``."""
     try:

@@ -167,6 +167,17 @@ def test_start_from_choices_and_what_a_starting_model_fixes(seg_logic, tmp_path)
     assert startfrom.problems(TrainingConfig(init_bundle=f"catalog:{ENTRY}", patch_size=(112, 112, 80)), ["LA"]) == []
     assert startfrom.problems(TrainingConfig(init_bundle=str(tmp_path / "gone.lightunetr")), ["LA"])[0].startswith(
         "the starting model")
+    # what the Training form shows and locks
+    assert startfrom.form_values(card) == {"architecture": "lightunetr", "patchSize": "112,112,80",
+                                           "targetSpacing": "0.625,0.625,0.625", "modality": "MR"}
+    assert startfrom.form_values(startfrom.card_for("catalog:pancreas-6lab"))["modality"] == "CT"
+    assert startfrom.form_values({**card, "architecture": "unet"}) == {} and startfrom.form_values(None) == {}
+    # a catalog choice that was downloaded meanwhile becomes the library model
+    assert startfrom.resolve(f"catalog:{ENTRY}", seg_logic.library) == f"catalog:{ENTRY}"
+    assert seg_logic.downloadModel(ENTRY).wait(TIMEOUT) == "completed"
+    installed = startfrom.resolve(f"catalog:{ENTRY}", seg_logic.library)
+    assert installed.endswith(f"{ENTRY}.lightunetr") and installed in [v for _, v, _ in startfrom.choices(seg_logic.library)]
+    assert f"catalog:{ENTRY}" not in [v for _, v, _ in startfrom.choices(seg_logic.library)]
 
 
 def test_fine_tune_from_a_catalog_model_downloads_it_first(scene, tmp_path, training_logic, seg_logic, server):
