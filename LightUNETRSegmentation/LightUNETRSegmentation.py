@@ -89,8 +89,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None  # parameters.GuiBinding of the parameter node and self.ui
         self._job = None
         self._report = None
         self._timer = None
@@ -105,6 +104,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._binding = parameters.GuiBinding(self.ui)
         self.logic = LightUNETRSegmentationLogic()
 
         from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
@@ -121,7 +121,13 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.environmentButton.connect("clicked(bool)", self.onEnvironmentReport)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelComboChanged)
         self.ui.modelsFolderPathLineEdit.currentPath = self.logic.library.folder
-        self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
+        # ctkPathLineEdit emits currentPathChanged for every keystroke that forms a valid path: the folder
+        # is taken once the user paused typing (each change rescans the library in every model list).
+        self._folderTimer = qt.QTimer()
+        self._folderTimer.setSingleShot(True)
+        self._folderTimer.setInterval(800)
+        self._folderTimer.connect("timeout()", self.onModelsFolderChanged)
+        self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", lambda path: self._folderTimer.start())
 
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
@@ -130,13 +136,19 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.logic.library.add_listener(self.refreshModels)  # Training and the effect add models too
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.initializeParameterNode()
+
+    @property
+    def _parameterNode(self):
+        return self._binding.node if self._binding else None
 
     def cleanup(self):
         self.setParameterNode(None)
         self.removeObservers()
-        if self._timer:
-            self._timer.stop()
+        for timer in (self._timer, getattr(self, "_folderTimer", None)):
+            if timer:
+                timer.stop()
         if self._installer:
             self._installer.cleanup()
         for install in self._installs:  # nobody would poll their jobs any more: stop them (nothing is kept)
@@ -152,13 +164,8 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
     def enter(self):
         self.initializeParameterNode()
 
-    def exit(self):
-        # Release the GUI binding, keep the node: a job that finishes meanwhile still records its output.
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-        if self._parameterNode:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+    # exit(): the GUI stays bound to the node (parameters.GuiBinding says why), and a job that finishes
+    # meanwhile still records its output in the node.
 
     def onSceneStartClose(self, caller, event):
         if self._job is not None and not self._job.done:
@@ -169,11 +176,17 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         if self.parent.isEntered:
             self.initializeParameterNode()
 
+    def onSceneEndImport(self, caller, event):
+        # A loaded scene's values were copied into the module's singleton node without the checks of
+        # initializeParameterNode (a device this machine lacks, say): re-check them, as SegmentEditor.py
+        # re-selects its node after an import.
+        if self._parameterNode is not None:
+            self.initializeParameterNode()
+
     # ------------------------------------------------------------------ parameter node
     def initializeParameterNode(self):
         raw = self.logic.getParameterNode()
-        # Reuse the wrapper of the same node: on Slicer 5.10 disconnectGui leaves the wrapper's observer
-        # behind (parameterNodeWrapper/wrapper.py removes it only from 5.12), one per new wrapper.
+        # The same node keeps its wrapper, which stays connected (parameters.GuiBinding).
         node = self._parameterNode if self._parameterNode and self._parameterNode.parameterNode is raw else \
             LightUNETRSegmentationParameterNode(raw)
         # A scene saved on another machine can hold a device this one does not offer (mps); the combo-box
@@ -187,16 +200,14 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.setParameterNode(node)
 
     def setParameterNode(self, node):
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-        if self._parameterNode and self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
-                                                    self.onParameterNodeModified):
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-        self._parameterNode = node
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        if self._binding is None:  # setup() did not get that far
+            return
+        old = self._binding.node
+        if self._binding.bind(node) and old is not None and self.hasObserver(old, vtk.vtkCommand.ModifiedEvent,
+                                                                            self.onParameterNodeModified):
+            self.removeObserver(old, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        if node is not None and not self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified):
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self.refreshModels()
 
     def onParameterNodeModified(self, caller=None, event=None):
@@ -260,8 +271,8 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
                 info = str(exc)
         self.ui.modelInfoLabel.text = info
 
-    def onModelsFolderChanged(self, path):
-        # currentPathChanged comes with every keystroke: only an existing folder is taken.
+    def onModelsFolderChanged(self):
+        path = self.ui.modelsFolderPathLineEdit.currentPath
         if path and os.path.isdir(path) and not _same_path(path, self.logic.library.folder):
             self.logic.setModelsFolder(path)
 
@@ -330,9 +341,12 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         if not self._installer.ensure(onReady=self.onQueueButton):
             return
         p = self._parameterNode
+        volumes = self.logic.inputVolumes()
+        if not volumes:
+            self.setStatus("No volumes to segment: load one first.")
+            return
         self.ui.logTextEdit.clear()
-        self._job = self.logic.processQueue(self.logic.inputVolumes(), p.model or None, device=p.device,
-                                            **self._options())
+        self._job = self.logic.processQueue(volumes, p.model or None, device=p.device, **self._options())
         self._startMonitoring()
 
     def _startMonitoring(self):
@@ -451,25 +465,24 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
-        import tempfile
-
-        self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTest-")
-
-    def tearDown(self):
-        import shutil
-
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
+        # Slicer's "Reload and Test" calls runTest() alone (ScriptedLoadableModule.py: testCase.runTest()),
+        # ctest through unittest (setUp, runTest, tearDown): each test gets its own scene and temporary
+        # folder here, removed whatever happens.
+        import shutil
+        import tempfile
+
         for test in (self.test_first_launch, self.test_roundtrip_geometries, self.test_effect_registered,
                      self.test_effect_apply_through_editor_logic, self.test_with_model, self.test_add_zipped_model,
                      self.test_widget,
                      self.test_effect_gui):
             self.setUp()
+            self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTest-")
             try:
                 test()
             finally:
-                self.tearDown()
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def _widget(self):
         slicer.util.selectModule("LightUNETRSegmentation")
@@ -478,7 +491,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
     def test_first_launch(self):
         """The parameter node is bound to the GUI (connectGui did not raise) with the .ui's ranges."""
         widget = self._widget()
-        self.assertIsNotNone(widget._parameterNodeGuiTag, "the parameter node is not connected to the GUI")
+        self.assertTrue(widget._binding.connected, "the parameter node is not connected to the GUI")
         self.assertEqual([widget.ui.deviceComboBox.itemText(i) for i in range(widget.ui.deviceComboBox.count)],
                          list(parameters.DEVICES))
         self.assertEqual((widget.ui.overlapSpinBox.minimum, widget.ui.overlapSpinBox.maximum), parameters.OVERLAP_RANGE)
@@ -489,6 +502,13 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         self.assertTrue(widget.ui.downloadModelButton.enabled, "a first-time user must be able to download a model")
         if not widget.logic.models()[0]:
             self.assertIn("Download...", widget.ui.statusLabel.text)
+        # A choice other than the first survives leaving and re-entering the module (a binding left live by a
+        # falsy connectGui tag 0 wrote the first choice back into the node).
+        widget.ui.deviceComboBox.currentIndex = widget.ui.deviceComboBox.findText("cpu")
+        slicer.util.selectModule("Data")
+        slicer.util.selectModule("LightUNETRSegmentation")
+        self.assertEqual((widget.ui.deviceComboBox.currentText, widget._parameterNode.device), ("cpu", "cpu"))
+        self.assertAlmostEqual(widget.ui.overlapSpinBox.value, 0.25)
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_roundtrip_geometries(self):
@@ -630,15 +650,19 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
             effect.roiSelector.setCurrentNode(roi)
             effect.deviceCombo.setCurrentIndex(effect.deviceCombo.findText("cpu"))
             effect.onPreview()
-            self.assertIsNotNone(effect.session)
+            session = effect.session
+            self.assertIsNotNone(session, effect.statusLabel.text)
             w.setActiveEffect(None)  # leaving the effect keeps the run
-            self._wait(lambda: effect.session is not None and effect.session.done)
-            self.assertTrue(effect.session.ready, effect.statusLabel.text)
+            self._wait(lambda: session.done)
+            self.assertTrue(session.ready, session.job.message)
             w.setActiveEffectByName("Light-UNETR")
+            # A segment name typed into the label table after Preview is the one Apply writes.
+            effect.mappingTable.item(0, 1).setText("Liver (AI)")  # row 0: label 1 (no background row)
             n_before = segmentation.GetSegmentation().GetNumberOfSegments()
             effect.onApply()
             self.assertIsNone(effect.session)
             self.assertGreater(segmentation.GetSegmentation().GetNumberOfSegments(), n_before)
+            self.assertTrue(segmentation.GetSegmentation().GetSegmentIdBySegmentName("Liver (AI)"))
             w.undo()
             self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), n_before)
             self.assertIsNotNone(segmentation.GetSegmentation().GetSegment(keep))

@@ -36,7 +36,7 @@ class LightUNETRTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "Light-UNETR Training"
         self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = ["Segmentations", "SubjectHierarchy", "LightUNETRSegmentation"]
+        self.parent.dependencies = ["Segmentations", "SubjectHierarchy", "Plots", "LightUNETRSegmentation"]
         self.parent.contributors = ["LightUNETR developers"]
         self.parent.helpText = (
             "Train or fine-tune a Light-UNETR model on the volumes and segmentations loaded in Slicer, with CSE "
@@ -73,6 +73,7 @@ class LightUNETRTrainingParameterNode:
     device: Annotated[str, Choice(list(parameters.DEVICES))] = parameters.DEFAULT_DEVICE
     segmentUnlabeled: bool = _DEFAULTS.segment_unlabeled
     rankUncertainty: bool = _DEFAULTS.rank_uncertainty
+    keepCaseData: bool = _DEFAULTS.keep_case_data
 
 
 ROLE_ITEMS = ["labeled", "unlabeled", "validation", "ignore"]
@@ -91,8 +92,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._timer = None
         self._installer = None
         self._shownLog = 0
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._binding = None  # parameters.GuiBinding of the parameter node and self.ui
         self._plotShownFor = None
         self._defaultToolTips = None  # of the widgets a starting model locks
         self._freeValues = None  # the form values a starting model replaced
@@ -103,6 +103,10 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._binding = parameters.GuiBinding(self.ui)
+        # Shows the noneDisplay text ("Whole scene") instead of "Select subject hierarchy item", which
+        # qMRMLSubjectHierarchyComboBox sets at construction (qMRMLSubjectHierarchyComboBox.cxx, both tags).
+        self.ui.folderComboBox.clearSelection()
         self.logic = LightUNETRTrainingLogic()
 
         from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
@@ -130,6 +134,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._timer.connect("timeout()", self.onTimer)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.initializeParameterNode()
         self.refreshCases()
         self.updateButtons()
@@ -150,14 +155,15 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self.logic:
             self.logic.shutdown()
 
+    @property
+    def _parameterNode(self):
+        return self._binding.node if self._binding else None
+
     def enter(self):
         self.initializeParameterNode()
         self.refreshCases()
 
-    def exit(self):
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+    # exit(): the GUI stays bound to the node (parameters.GuiBinding says why).
 
     def onSceneStartClose(self, caller, event):
         # The logic detached the running job (it stops and writes its checkpoint without blocking Slicer).
@@ -165,10 +171,18 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.table = None
 
     def onSceneEndClose(self, caller, event):
-        self.onTimer()
+        if self._timer.isActive():  # a job detached by the close reports its end once, through the timer
+            self.onTimer()
         if self.parent.isEntered:
             self.initializeParameterNode()
         self.refreshCases()
+
+    def onSceneEndImport(self, caller, event):
+        # A loaded scene's values were copied into the module's singleton node, unchecked (as
+        # SegmentEditor.py does, re-select and re-check the node after an import).
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.refreshCases()
 
     # ------------------------------------------------------------------ parameter node
     def initializeParameterNode(self):
@@ -185,12 +199,11 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.setParameterNode(node)
 
     def setParameterNode(self, node):
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-        self._parameterNode = node
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+        if self._binding is None:  # setup() did not get that far
+            return
+        if self._binding.bind(node):
+            self._freeValues = None  # the values a starting model replaced belong to the previous node
+        if node is not None:
             self.refreshStartFrom()
 
     # ------------------------------------------------------------------ start from
@@ -315,6 +328,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             target_spacing=None if p.startFrom else parse_spacing(p.targetSpacing),
             segment_unlabeled=p.segmentUnlabeled,
             rank_uncertainty=p.rankUncertainty,
+            keep_case_data=p.keepCaseData,
         )
 
     def onCheck(self):
@@ -341,9 +355,10 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.setStatus("Stopping (writing a checkpoint)...")
 
     def onResume(self):
-        if self._job is not None and self._job.status in ("stopped", "cancelled"):
+        if self._job is not None and self._job.canResume:
             self._shownLog = len(self._job.log)
-            self._job.resume()
+            with slicer.util.tryWithErrorDisplay("Could not resume the training.", waitCursor=False):
+                self._job.resume()
             self._monitor()
 
     def onOpenRun(self):
@@ -435,7 +450,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         running = job is not None and not job.done
         self.ui.startButton.enabled = not running
         self.ui.stopButton.enabled = running
-        self.ui.resumeButton.enabled = job is not None and job.status in ("stopped", "cancelled")
+        self.ui.resumeButton.enabled = job is not None and job.canResume
         self.ui.openRunButton.enabled = not running
 
 
@@ -466,23 +481,22 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
-        import tempfile
-
-        self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTrainingTest-")
-
-    def tearDown(self):
-        import shutil
-
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
+        # Slicer's "Reload and Test" calls runTest() alone (ScriptedLoadableModule.py: testCase.runTest()),
+        # ctest through unittest (setUp, runTest, tearDown): each test gets its own scene and temporary
+        # folder here, removed whatever happens.
+        import shutil
+        import tempfile
+
         for test in (self.test_first_launch, self.test_case_table_and_export, self.test_training,
                      self.test_resume_after_restart):
             self.setUp()
+            self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRTrainingTest-")
             try:
                 test()
             finally:
-                self.tearDown()
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def _logic(self):
         from LightUNETRSegmentationLib.logic import SegmentationLogic
@@ -495,7 +509,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         """The parameter node is bound to the GUI (connectGui did not raise) and the widgets show its values."""
         slicer.util.selectModule("LightUNETRTraining")
         widget = slicer.modules.lightunetrtraining.widgetRepresentation().self()
-        self.assertIsNotNone(widget._parameterNodeGuiTag, "the parameter node is not connected to the GUI")
+        self.assertTrue(widget._binding.connected, "the parameter node is not connected to the GUI")
         self.assertEqual(widget.ui.recipeComboBox.currentText, widget._parameterNode.recipe)
         self.assertEqual([widget.ui.deviceComboBox.itemText(i) for i in range(widget.ui.deviceComboBox.count)],
                          list(parameters.DEVICES))
@@ -515,6 +529,17 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.config().init_bundle, values[catalog])
         combo.currentIndex = 0
         self.assertTrue(widget.ui.patchSizeLineEdit.enabled)
+        # Choices other than the first survive leaving and re-entering the module (a binding left live by a
+        # falsy connectGui tag 0 wrote the first choice back into the node).
+        chosen = {"recipeComboBox": "supervised", "deviceComboBox": "cpu", "modalityComboBox": "CT"}
+        for name, text in chosen.items():
+            getattr(widget.ui, name).currentIndex = getattr(widget.ui, name).findText(text)
+        slicer.util.selectModule("Data")
+        slicer.util.selectModule("LightUNETRTraining")
+        for name, text in chosen.items():
+            self.assertEqual(getattr(widget.ui, name).currentText, text, f"{name} lost its value on re-entering")
+        self.assertEqual((widget._parameterNode.recipe, widget._parameterNode.device, widget._parameterNode.modality),
+                         ("supervised", "cpu", "CT"))
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_case_table_and_export(self):

@@ -566,6 +566,66 @@ def test_effect_is_registered_by_the_segmentation_module():
     assert '"SegmentEditorLightUNETRLib", "SegmentEditorEffect.py"' in source
 
 
+def check_gui_binding(source: str) -> list[str]:
+    """``Base/Python/slicer/parameterNodeWrapper/wrapper.py`` (v5.10.0 and v5.12.3): ``connectGui`` returns
+    ``self._nextParameterGUIsTag``, which starts at 0. Code that keeps the tag and tests it for truth
+    (``if node and tag: node.disconnectGui(tag)``) never disconnects the first binding; its combo-box
+    connectors then write the first choice into the node each time a later binding refills the combo boxes
+    (``guiConnectors.py``: ``QComboBoxToStringableConnector.__init__`` clears its widget). The modules
+    connect through ``parameters.GuiBinding`` only, whose tests below cover tag 0."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("connectGui", "disconnectGui"):
+            problems.append(f"line {node.lineno}: {node.func.attr}() called directly; use parameters.GuiBinding")
+    return problems
+
+
+@pytest.mark.parametrize("path", list(_slicer_side_files()), ids=lambda p: str(p.relative_to(REPO)))
+def test_parameter_nodes_connect_only_through_gui_binding(path):
+    if path.name == "parameters.py":  # GuiBinding itself
+        return
+    problems = check_gui_binding(_read(path))
+    assert not problems, "\n".join(problems)
+
+
+class _WrapperTags:
+    """The tag bookkeeping of wrapper.py's connectGui/disconnectGui (first tag 0), nothing else: the real
+    wrapper needs Slicer's Qt, so GuiBinding is driven against these two methods as wrapper.py defines them."""
+
+    def __init__(self):
+        self._next = 0
+        self.live = set()
+
+    def connectGui(self, ui):
+        tag, self._next = self._next, self._next + 1
+        self.live.add(tag)
+        return tag
+
+    def disconnectGui(self, tag):
+        self.live.remove(tag)  # KeyError for a tag that is not connected, as wrapper.py's dict pop
+
+
+def test_gui_binding_disconnects_tag_zero_and_connects_a_node_once():
+    from LightUNETRSegmentationLib.parameters import GuiBinding
+
+    a, b = _WrapperTags(), _WrapperTags()
+    binding = GuiBinding(ui=object())
+    assert binding.bind(a) and a.live == {0} and binding.connected
+    assert not binding.bind(a) and a.live == {0}  # enter() again: no second binding (5.10 observer leak)
+    assert binding.bind(b) and a.live == set() and b.live == {0}  # tag 0 was disconnected
+    assert binding.bind(None) and b.live == set() and not binding.connected
+    assert binding.bind(b) and b.live == {1}
+
+
+def test_checker_reports_the_tag_zero_defect():
+    """The first-launch code tested the tag for truth and called connectGui itself."""
+    old = ("if self._parameterNode and self._parameterNodeGuiTag:\n"
+           "    self._parameterNode.disconnectGui(self._parameterNodeGuiTag)\n"
+           "self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)\n")
+    assert sorted(p.split(":")[0] for p in check_gui_binding(old)) == ["line 2", "line 3"]
+
+
 def imported_top_level_names(sources) -> set:
     names = set()
     for source in sources:

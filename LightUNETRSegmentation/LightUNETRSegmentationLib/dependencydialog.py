@@ -79,9 +79,7 @@ class DependencyInstaller:
         if still:
             return
         self.timer.stop()
-        if self.dialog is not None:
-            self.dialog.close()
-            self.dialog = None
+        self._closeDialog()
         for line in install.log:
             logger.info("pip: %s", line)
         if install.status != "completed":
@@ -102,7 +100,16 @@ class DependencyInstaller:
         if onReady is not None:
             onReady()
 
+    def _closeDialog(self):
+        # createProgressDialog parents the dialog to the main window: without deleteLater every install
+        # would leave a hidden dialog behind.
+        if self.dialog is not None:
+            self.dialog.close()
+            self.dialog.deleteLater()
+            self.dialog = None
+
     def cleanup(self):
         self.timer.stop()
         if self.running:
             self.install.cancel()
+        self._closeDialog()

@@ -82,3 +82,40 @@ def choose_model(current: str, models) -> tuple[str, str | None]:
 
 def _label(path_or_name: str) -> str:
     return os.path.basename(os.path.normpath(path_or_name)) or path_or_name
+
+
+class GuiBinding:
+    """Keeps one parameter node wrapper connected to a module widget's ``ui``, at most once.
+
+    Two rules of Slicer's ``Base/Python/slicer/parameterNodeWrapper/wrapper.py`` (v5.10.0 and v5.12.3) shape
+    it. ``connectGui`` returns a tag that starts at **0**, so "connected" is ``tag is not None``: a
+    truthiness test leaves the first binding live, and its combo-box connectors then write the choices'
+    first item into the node whenever a later binding refills the combo boxes (``guiConnectors.py``:
+    ``QComboBoxToStringableConnector`` clears and refills its widget). And on 5.10 every ``connectGui``
+    adds a ``ModifiedEvent`` observer that ``disconnectGui`` never removes, so the same wrapper stays
+    connected across ``exit()``/``enter()`` instead of being connected again each time.
+    """
+
+    def __init__(self, ui):
+        self.ui = ui
+        self.node = None
+        self.tag = None
+
+    @property
+    def connected(self) -> bool:
+        return self.tag is not None
+
+    def bind(self, node) -> bool:
+        """Connect ``node`` (a wrapper, or None to unbind); True when the binding changed."""
+        if node is self.node and (node is None or self.connected):
+            return False
+        self.unbind()
+        self.node = node
+        if node is not None:
+            self.tag = node.connectGui(self.ui)
+        return True
+
+    def unbind(self) -> None:
+        if self.node is not None and self.tag is not None:
+            self.node.disconnectGui(self.tag)
+        self.tag = None

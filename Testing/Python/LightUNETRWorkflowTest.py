@@ -22,19 +22,19 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
     def setUp(self):
         slicer.mrmlScene.Clear(0)
-        self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRWorkflowTest-")
-
-    def tearDown(self):
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def runTest(self):
+        # Slicer's "Reload and Test" calls runTest() alone (ScriptedLoadableModule.py: testCase.runTest()),
+        # ctest through unittest (setUp, runTest, tearDown): each test gets its own scene and temporary
+        # folder here, removed whatever happens.
         for test in (self.test_generated_nodes_are_not_inputs, self.test_one_model_library,
                      self.test_scene_close_during_training):
             self.setUp()
+            self.tmpdir = tempfile.mkdtemp(prefix="LightUNETRWorkflowTest-")
             try:
                 test()
             finally:
-                self.tearDown()
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     @staticmethod
     def _missing():

@@ -170,10 +170,11 @@ def test_shutdown_kills_jobs_and_removes_patient_copies(scene, tmp_path, tiny_bu
     assert os.path.isfile(os.path.join(workdir, "input0.nrrd")), "the job works on an exported copy"
     pid = job.runner.process.pid
     deadline = time.time() + TIMEOUT
-    children = []
-    while not children and time.time() < deadline:
-        children = jobrunner.descendant_pids(pid)
+    while not job.runner.stage and time.time() < deadline:  # the engine reported its first stage: it runs
+        job.poll()
         time.sleep(0.05)
+    assert not job.done, job.message
+    children = jobrunner.descendant_pids(pid)  # PythonSlicer's interpreter child, in Slicer; none here
     logic.shutdown()
     assert not os.path.exists(workdir) and not os.path.exists(own), "temporary copies left behind"
     assert job.done and job.status == logic_module.CANCELLED and not logic.activeJobs
