@@ -63,6 +63,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
         self.installer = None
         self._sceneObservers = []
         self._libraryListener = None
+        self._tableModelPath = None  # the model whose labels the table shows (with the user's segment names)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -228,6 +229,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
 
     def onModelChanged(self, index=None):
         path = self.modelCombo.currentData
+        # refreshModels runs on every activate() and library change: rebuilding the table of the same model
+        # would drop the segment names the user typed.
+        if path != self._tableModelPath:
+            self._fillMappingTable(path)
+        self.updateMRMLFromGUI()
+        self.updateButtons()
+
+    def _fillMappingTable(self, path):
+        self._tableModelPath = path
         self.mappingTable.setRowCount(0)
         if path:
             try:
@@ -241,8 +251,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
                     item.setFlags(qt.Qt.ItemIsEnabled)
                     self.mappingTable.setItem(row, 0, item)
                     self.mappingTable.setItem(row, 1, qt.QTableWidgetItem(spec.name))
-        self.updateMRMLFromGUI()
-        self.updateButtons()
 
     def createCursor(self, widget):
         return slicer.util.mainWindow().cursor
@@ -332,13 +340,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
         if message:
             self.statusLabel.text = message
             return
+        try:
+            model = self.logic.resolveModel(self.modelCombo.currentData)
+        except Exception as exc:  # noqa: BLE001 - removed or damaged since the list was filled
+            self.statusLabel.text = str(exc)
+            return
         self.discardSession()
-        model = self.logic.resolveModel(self.modelCombo.currentData)
         self.session = effectlogic.EffectSession(self.logic, segmentationNode, source, model,
                                                  device=self.deviceCombo.currentText, box=box,
                                                  mapping=self._mapping(model)).start()
-        if self.session.done:
+        if self.session.done:  # refused at once (bad input): nothing to apply or cancel
             self.statusLabel.text = self.session.job.message
+            self.discardSession()
         else:
             self.statusLabel.text = "Starting..."
             self.timer.start()
@@ -377,11 +390,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
             self.statusLabel.text = (f"The preview was made for segmentation '{session.segmentationNode.GetName()}' and "
                                      f"volume '{session.sourceVolumeNode.GetName()}'; select them again, or Cancel.")
             return
-        with slicer.util.tryWithErrorDisplay("Could not apply the Light-UNETR result.", waitCursor=True):
-            session.accept(EffectSegmentWriter(self.scriptedEffect))
-            self.session = None
-            self.statusLabel.text = "Applied (Undo reverts it)."
-        self.updateButtons()
+        if self._tableModelPath == session.model.path:  # the segment names as the table shows them now
+            session.mapping = self._mapping(session.model)
+        try:
+            with slicer.util.tryWithErrorDisplay("Could not apply the Light-UNETR result.", waitCursor=True):
+                session.accept(EffectSegmentWriter(self.scriptedEffect))
+                self.session = None
+                self.statusLabel.text = "Applied (Undo reverts it)."
+        finally:
+            self.updateButtons()
 
     def onCancel(self):
         running = self.session is not None and not self.session.done
@@ -401,3 +418,5 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):  # noqa: F405
         self.previewButton.enabled = not running and bool(self.modelCombo.currentData)
         self.applyButton.enabled = self.session is not None and self.session.ready
         self.cancelButton.enabled = self.session is not None
+        # The label table belongs to the session's model until it is applied or cancelled.
+        self.modelCombo.enabled = self.session is None
