@@ -66,6 +66,9 @@ class TrainingConfig:
     register_model: bool = True
     segment_unlabeled: bool = True
     rank_uncertainty: bool = False
+    # The job folder's copies of the patient images (data/) and their preprocessed cache (run/cache/) are
+    # deleted once a training completed and its model was registered, unless kept.
+    keep_case_data: bool = False
     inference_device: str = "auto"
     plot: bool = True
 

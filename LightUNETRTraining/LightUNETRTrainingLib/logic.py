@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 
 import slicer
@@ -119,7 +120,13 @@ class TrainingJob:
 
     @property
     def resumable(self) -> bool:
+        """A checkpoint exists: a resume continues from it (else the run starts anew in its folder)."""
         return bool(self.runDir) and os.path.isfile(os.path.join(self.runDir, CHECKPOINT_NAME))
+
+    @property
+    def canResume(self) -> bool:
+        """Stopped or cancelled after its cases were exported (a run cancelled earlier has nothing to go on)."""
+        return self.status in (STOPPED, CANCELLED) and bool(self.manifest)
 
     @property
     def progress(self) -> float:
@@ -147,6 +154,9 @@ class TrainingJob:
                 logger.exception("LightUNETR training: %s callback failed", name)
 
     def _finish(self, status: str, message: str) -> None:
+        if status == COMPLETED and self.model is not None and self.config.register_model \
+                and not self.config.keep_case_data:
+            message += self._remove_case_copies()
         self.status = status
         self.message = message
         (logger.error if status == FAILED else logger.info)("LightUNETR training: %s", message)
@@ -387,6 +397,20 @@ class TrainingJob:
             msg += f" {len(failed)} unlabelled case(s) were not segmented: " + "; ".join(r["message"] for r in failed)
         self._finish(COMPLETED, msg)
 
+    def _remove_case_copies(self) -> str:
+        """Delete the job folder's copies of the cases and their preprocessed cache (patient data); the
+        registered model, the checkpoints and the logs stay. Returns a sentence for the message."""
+        folders = [os.path.join(self.folder, "data")] if self.folder else []
+        folders += [os.path.join(self.runDir, "cache")] if self.runDir else []
+        removed = [f for f in folders if os.path.isdir(f)]
+        for folder in removed:
+            shutil.rmtree(folder, ignore_errors=True)
+        left = [f for f in removed if os.path.exists(f)]
+        if left:
+            logger.warning("LightUNETR training: could not delete %s", left)
+            return f" Could not delete the case copies in {', '.join(left)}; delete them by hand."
+        return " The exported case copies were deleted." if removed else ""
+
     def _summary(self) -> str:
         parts = [f"Training finished ({self.iteration} iterations)."]
         if self.best_dice is not None:
@@ -444,7 +468,7 @@ class TrainingJob:
     def resume(self) -> "TrainingJob":
         """Continue a stopped run from its checkpoint (a run stopped before its first checkpoint
         starts anew in the same folder)."""
-        if self.status not in (STOPPED, CANCELLED) or not self.manifest:
+        if not self.canResume:
             raise RuntimeError(f"only a stopped training can be resumed (this one is {self.status}).")
         if self not in self.logic.activeJobs:
             self.logic.activeJobs.append(self)

@@ -6,6 +6,7 @@ Sizes are tiny (volumes of 32-40 voxels per axis, patch 32³) so a real training
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -260,6 +261,9 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
         _expect(time.monotonic() < end, "no training progress in time")
         time.sleep(0.05)
     _expect(job.status == "running", f"finished before the stop test could run: {job}\n" + "\n".join(job.log[-20:]))
+    with open(job.manifest, encoding="utf-8") as f:
+        roles = sorted(c["role"] for c in json.load(f)["cases"])
+    _expect(roles == ["labeled", "labeled", "unlabeled", "unlabeled", "validation"], f"exported roles {roles}")
     first = job.iteration
     _expect(job.it_per_s and job.eta_s is not None and "total" in job.loss, f"progress fields: {job.loss}")
     job.stop()
@@ -287,6 +291,12 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
     for spec in job.model.labels:  # the segments' colours went into the card
         want = first_seg.GetSegment(first_seg.GetSegmentIdBySegmentName(spec.name)).GetColor()
         _expect(np.allclose(spec.color, want, atol=1e-6), f"colour of {spec.name}: {spec.color} vs {want}")
+    # the job folder's copies of patient data are gone unless kept; the registered model stays
+    copies = [os.path.dirname(job.manifest), os.path.join(job.runDir, "cache")]
+    _expect(all(os.path.isdir(c) == bool(config.keep_case_data) for c in copies),
+            f"case copies {copies} after training (keep_case_data={config.keep_case_data}): {job.message}")
+    _expect(os.path.isdir(job.model.path) and os.path.isfile(os.path.join(job.runDir, "checkpoint.pt")),
+            "the registered model or the run's checkpoint went with the case copies")
     # unlabelled cases segmented
     _expect(len(job.results) == 2 and all(r["ok"] for r in job.results), f"results {job.results}")
     for r, vol in zip(job.results, cases["unlabeled"]):

@@ -192,7 +192,7 @@ def test_fine_tune_from_a_catalog_model_downloads_it_first(scene, tmp_path, trai
     config = TrainingConfig(name="LAtuned", recipe="cse-reference", iterations=1, patch_size=(112, 112, 80),
                             batch_labeled=1, batch_unlabeled=1, val_every=0, device="cpu", threads=2,
                             init_bundle=f"catalog:{ENTRY}", target_spacing=(2.0, 2.0, 2.0), segment_unlabeled=False,
-                            plot=False)
+                            plot=False, keep_case_data=True)  # the manifest is read below
     job = training_logic.start(training_logic.caseTable(), config, jobFolder=str(tmp_path / "job"))
     assert job.status == "downloading", job.message
     job.wait(TIMEOUT)
