@@ -158,6 +158,10 @@ def test_list_describes_input_runtime_and_licence(capsys):
     for entry in load_catalog().values():
         assert entry.name in text
     assert "crop/ROI" in text and "licence: MIT" in text and "run time:" in text
+    # every entry ships a measured CPU time (benchmarks/catalog_runtime.py --write) and says for what volume
+    assert all(isinstance(e.runtime.get("cpu_s"), (int, float)) and e.runtime["cpu_s"] > 0 and e.runtime.get("volume")
+               for e in load_catalog().values())
+    assert "s on a CPU" in text
     assert main(["download", "--list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"la-4lab", "la-8lab", "pancreas-6lab", "pancreas-12lab", "brats-25lab"}
@@ -227,3 +231,13 @@ def test_zip_refuses_traversal_extra_members_and_changed_weights(tiny_bundle, tm
     with pytest.raises(BundleError):
         extract_bundle_zip(tmp_path / "crc.zip", library)
     assert _leftovers(library) == []
+
+
+def test_catalog_runtime_benchmark_runs(tmp_path):
+    """The benchmark that fills the catalog's run times, on one preset (so it cannot rot)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "catalog_runtime.py"
+    out = subprocess.run([sys.executable, str(script), "--presets", "la", "--repeats", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["seconds"]) == {"la"} and result["seconds"]["la"] > 0
