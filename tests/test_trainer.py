@@ -257,3 +257,34 @@ def test_bad_input_message_and_nothing_written(case, demo_data, tmp_path):
     errors = [e for e in _events(proc.stdout) if e["event"] == "error"]
     assert errors and errors[0]["kind"] == "bad_input" and expected in errors[0]["message"], errors
     assert not run.exists() and not run.parent.exists()
+
+
+# ------------------------------------------------------------------ out of memory
+_CAPPED_TRAIN = """
+import resource, sys
+from lightunetr_core.cli import build_parser
+import lightunetr_core.cli.train, lightunetr_core.training.trainer, lightunetr_core.data.dataset, monai.transforms  # noqa
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+# A real allocation failure: the address space is capped a little above what the imports use, far below
+# what one 96^3 CSE step needs (about 2.5 GiB on CPU).
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[1]) * 2**20, resource.RLIM_INFINITY))
+args = build_parser().parse_args(sys.argv[2:])
+sys.exit(args.func(args))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="caps the address space through /proc and RLIMIT_AS")
+def test_a_step_that_does_not_fit_in_memory_is_refused_with_what_it_needs(demo_data, tmp_path):
+    run = tmp_path / "runs" / "oom"
+    proc = subprocess.run([sys.executable, "-c", _CAPPED_TRAIN, "700", "train", "--data", str(demo_data), "-o", str(run),
+                           "--recipe", "cse-reference", "--iterations", "2", "--patch-size", "96", "96", "96",
+                           "--batch-labeled", "2", "--batch-unlabeled", "2", "--val-every", "0", "--device", "cpu",
+                           "--threads", "1", "--events", "json"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    errors = [e for e in _events(proc.stdout) if e["event"] == "error"]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    message = errors[-1]["message"]
+    assert "does not fit in the memory of cpu" in message and "needs more than" in message and "ulimit -v" in message, message
+    assert "--patch-size" in message and "--lean" in message, message
+    assert not (tmp_path / "runs").exists(), "the refused run left a folder behind"

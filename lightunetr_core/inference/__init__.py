@@ -1,7 +1,7 @@
-"""Inference: device selection, sliding-window prediction and the whole-case ``segment_image`` pipeline."""
+"""Inference: sliding-window prediction and the whole-case ``segment_image`` pipeline."""
 
 from lightunetr_core.inference.backends import BACKEND_CHOICES, BackendUnavailableError, resolve_backend
-from lightunetr_core.inference.device import DEVICE_CHOICES, select_device
+from lightunetr_core.devices import DEVICE_CHOICES, select_device
 from lightunetr_core.inference.pipeline import (
     InferenceInputError,
     SegmentationResult,

@@ -16,7 +16,7 @@ from lightunetr_core.data.geometry import Geometry, array_to_image
 from lightunetr_core.data.io import read_image
 from lightunetr_core.data.preprocessing import GeometryMismatchError, preprocess_case
 from lightunetr_core.inference.backends import BackendUnavailableError, onnxruntime_predictor, resolve_backend
-from lightunetr_core.inference.device import is_out_of_memory, select_device
+from lightunetr_core.devices import is_out_of_memory, select_device
 from lightunetr_core.inference.postprocess import labels_on_original_grid
 from lightunetr_core.inference.sliding import overlap_for_stride, predict_probabilities
 from lightunetr_core.jobs import CancelToken

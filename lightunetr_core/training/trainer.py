@@ -19,6 +19,9 @@ checkpoint holds the last completed iteration.
 from __future__ import annotations
 
 import math
+import os
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -28,6 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from lightunetr_core.devices import is_out_of_memory
 from lightunetr_core.jobs import CancelToken, JobCancelled
 from lightunetr_core.training import distributed as ddp
 from lightunetr_core.training.checkpoint import (
@@ -356,6 +360,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self._rollback(snap)
                 self._cancelled()
+            except Exception as exc:  # noqa: BLE001 - only running out of memory is turned into advice
+                if not is_out_of_memory(exc):
+                    raise
+                result = None  # the failed step's tensors hold the memory
+                self.optimizer.zero_grad(set_to_none=True)
+                self._rollback(snap)
+                raise self._out_of_memory(exc) from None
             self.optimizer.step()
             self.iteration += 1
             done_here += 1
@@ -386,6 +397,42 @@ class Trainer:
                    "ranks_in_sync": in_sync}
         return summary
 
+    def _out_of_memory(self, exc: BaseException) -> "TrainingOutOfMemory":
+        """The message for a training step that does not fit: what the step had allocated when it failed
+        plus what it then asked for (PyTorch's "Tried to allocate ..."), against what the device has. A run
+        that had made progress keeps a checkpoint at its last full iteration."""
+        c = self.config
+        gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+        if self.device.type == "cuda":  # what the step had allocated (peak) and what the GPU has
+            held = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info(self.device)
+            room = f"; {self.device} has {gib(total)} in all, {gib(free)} free now"
+        else:  # this process's peak resident memory; its address-space limit or the machine's free memory
+            import resource
+
+            held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+            limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+            room = (f"; this process may map {gib(limit)} in all (ulimit -v)" if limit != resource.RLIM_INFINITY else
+                    f"; the machine has {gib(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES'))} free"
+                    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names else "")
+        asked = 0.0
+        match = re.search(r"tried to allocate ([\d.]+) ?(bytes|[KMGT]i?B)", str(exc), re.IGNORECASE)
+        if match:
+            unit = match.group(2)[0].upper()
+            asked = float(match.group(1)) * (1 if unit == "B" else 1024 ** ("KMGT".index(unit) + 1))
+        need = (f"it failed holding {gib(held)} and asking for {gib(asked)} more, so it needs more than "
+                f"{gib(held + asked)}{room}")
+        checkpoint = self.save() if self.iteration > 0 else None
+        batch = f"{c.batch_labeled} labelled" + (f" + {c.batch_unlabeled} unlabelled" if c.recipe.needs_unlabeled else "")
+        return TrainingOutOfMemory(
+            f"a training step at patch {tuple(c.patch_size)} with batch {batch}{' (lean)' if c.recipe.lean else ''}"
+            f"{' (bf16)' if c.recipe.bf16 else ''} does not fit "
+            f"in the memory of {self.device}: {need}. Lower --patch-size or the batch sizes, use --lean (3 passes "
+            "instead of 4), --bf16, or a device with more memory"
+            + (f"; the run stopped at iteration {self.iteration} with a checkpoint ({checkpoint}): --resume continues "
+               "it with the same settings" if checkpoint else ""))
+
     def _validate_and_save(self, final: bool = False) -> None:
         if self.dist.is_main:
             try:
@@ -410,6 +457,10 @@ class Trainer:
         return {k: v.detach().cpu() for k, v in self.model_plain.state_dict().items()}, "last_iteration"
 
 
+class TrainingOutOfMemory(BadTrainingInput):
+    """A training step does not fit in the device's memory; the message names what it needs."""
+
+
 class TrainingCancelled(JobCancelled):
     def __init__(self, message: str, checkpoint: Path | None, iteration: int) -> None:
         super().__init__(message)
@@ -431,5 +482,6 @@ class _null:
         return False
 
 
-__all__ = ["Trainer", "TrainConfig", "TrainingData", "TrainingCancelled", "BadTrainingInput", "dice_per_class",
+__all__ = ["Trainer", "TrainConfig", "TrainingData", "TrainingCancelled", "BadTrainingInput", "TrainingOutOfMemory",
+           "dice_per_class",
            "CHECKPOINT_NAME", "BEST_NAME"]

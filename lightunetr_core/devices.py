@@ -1,4 +1,4 @@
-"""Choosing the compute device."""
+"""Compute devices: choosing one ("auto", "cuda", "mps", "cpu") and recognising out-of-memory errors (used by inference and training)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: CUDA's ``OutOfMemoryError``, MPS's, or the CPU allocator's (c10's
+    ``DefaultCPUAllocator: can't allocate memory`` / ``not enough memory``)."""
     if isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "mps backend out of memory" in text)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text)
