@@ -24,7 +24,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LightUNETRSegmentationLib import DOCUMENTATION_URL, generated, parameters
-from LightUNETRTrainingLib import startfrom
+from LightUNETRTrainingLib import cases, startfrom
 from LightUNETRTrainingLib.config import (ARCHITECTURES, MODALITIES, RANGES, RECIPES, TrainingConfig, parse_patch_size,
                                           parse_spacing)
 
@@ -76,7 +76,7 @@ class LightUNETRTrainingParameterNode:
     keepCaseData: bool = _DEFAULTS.keep_case_data
 
 
-ROLE_ITEMS = ["labeled", "unlabeled", "validation", "ignore"]
+ROLE_ITEMS = list(cases.ROLES)
 COL_VOLUME, COL_SEGMENTATION, COL_ROLE, COL_REVIEW, COL_PROBLEMS = range(5)
 #: Subject-hierarchy levels that can hold cases (vtkMRMLSubjectHierarchyConstants: Folder, Patient, Study).
 CASE_FOLDER_LEVELS = ["Folder", "Patient", "Study"]

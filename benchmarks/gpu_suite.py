@@ -105,7 +105,7 @@ def environment(device) -> dict:
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
         try:
             env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+                                           capture_output=True, encoding="utf-8", errors="replace", timeout=30).stdout.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             env["driver"] = None
     return env
@@ -279,9 +279,7 @@ def _demo_data(work: Path) -> Path:
 
 
 def section_resume(device, size, work: Path) -> dict:
-    import torch
-
-    from lightunetr_core.data.dataset import prepare_dataset
+    from lightunetr_core.data.cache import prepare_dataset
     from lightunetr_core.data.sampling import PatchSampler
     from lightunetr_core.training.recipes import RecipeConfig
     from lightunetr_core.training.trainer import TrainConfig, Trainer, TrainingData
@@ -324,7 +322,7 @@ def _train_cli(work: Path, name: str, device, size, *extra, torchrun=False) -> d
     else:
         cmd = [sys.executable, "-m", "lightunetr_core", *args]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ)
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=900, env=os.environ)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     finished = next((e for e in events if e.get("event") == "finished"), {})
     progress = [e for e in events if e.get("event") == "progress" and e.get("iteration")]
@@ -395,7 +393,7 @@ def section_oom(device, size, work: Path) -> dict:
         out = work / "oom_seg.nii.gz"
         # 1 GiB holds the model and a window or two, not 8 windows of 96^3 plus the blended volume.
         proc = subprocess.run([sys.executable, "-c", _OOM_CHILD, "segment", "cuda", str(volume), str(bundle), "1.0",
-                               "8", str(out)], capture_output=True, text=True, timeout=900)
+                               "8", str(out)], capture_output=True, encoding="utf-8", errors="replace", timeout=900)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         seg = json.loads(line[0][7:]) if line else {"messages": [], "error": (proc.stderr or proc.stdout)[-1500:]}
         same = None
@@ -415,7 +413,7 @@ def section_oom(device, size, work: Path) -> dict:
                            "--data", str(_demo_data(work)), "-o", str(run), "--recipe", "cse-reference",
                            "--iterations", "2", "--patch-size", *patch, "--batch-labeled", "2", "--batch-unlabeled",
                            "2", "--val-every", "0", "--device", device.type, "--threads", "1", "--events", "json"],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=900)
     errors = [json.loads(x)["message"] for x in proc.stdout.splitlines() if x.startswith("{") and '"error"' in x]
     message = errors[-1] if errors else (proc.stderr or "")[-1500:]
     figures.update(train_exit=proc.returncode, train_message=message)
@@ -428,7 +426,7 @@ def section_catalog(device, size, work: Path, write: bool = False) -> dict:
     dry = size is SIZES[True]
     cmd = [sys.executable, str(HERE / "catalog_runtime.py"), "--device", device.type, "--repeats", "1" if dry else "3"]
     cmd += ["--presets", "la"] if dry else (["--write"] if write else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=work)
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=900, cwd=work)
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
     return {"figures": {"seconds": result.get("seconds"), "written": bool(write and not dry and proc.returncode == 0),
                         "error": None if proc.returncode == 0 else proc.stderr[-1500:]},

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lightunetr_core.vocabulary import InputError
+
 __all__ = [
     "BUNDLE_FORMAT_VERSION",
     "BUNDLE_SUFFIX",
@@ -45,7 +47,7 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 
 #: Colours for labels 1.. when none are given (Slicer-like, 0..1).
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle cannot be saved or loaded; the message names the problem and the fix."""
 
 

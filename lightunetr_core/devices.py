@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["select_device", "DEVICE_CHOICES", "is_out_of_memory"]
+from lightunetr_core.vocabulary import DEVICES as DEVICE_CHOICES
 
-DEVICE_CHOICES = ("auto", "cuda", "cpu", "mps")
+__all__ = ["select_device", "DEVICE_CHOICES", "is_out_of_memory"]
 
 
 def _mps_available() -> bool:

@@ -15,7 +15,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from lightunetr_core.data.dataset import DatasetError, discover_folder, load_manifest, prepare_dataset
+from lightunetr_core.data.cache import prepare_dataset
+from lightunetr_core.data.manifest import DatasetError, discover_folder, load_manifest
 from lightunetr_core.data.demo import generate_demo_dataset
 from lightunetr_core.data.sampling import PatchSampler, padding_for
 
@@ -485,7 +486,7 @@ def _datalist_folder(root: Path, folds: bool = False) -> Path:
 
 
 def test_decathlon_datalist_through_monai(tmp_path):
-    from lightunetr_core.data.dataset import load_dataset_spec
+    from lightunetr_core.data.manifest import load_dataset_spec
 
     root = _datalist_folder(tmp_path / "Task02_Heart")
     for source in (root, root / "dataset.json"):  # the folder or the file
@@ -501,7 +502,7 @@ def test_decathlon_datalist_through_monai(tmp_path):
 
 
 def test_datalist_folds_choose_the_validation_cases(tmp_path):
-    from lightunetr_core.data.dataset import DatasetError, load_dataset_spec
+    from lightunetr_core.data.manifest import DatasetError, load_dataset_spec
 
     root = _datalist_folder(tmp_path / "Task", folds=True)
     spec = load_dataset_spec(root, fold=0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lightunetr_core.data.dataset import load_manifest
+from lightunetr_core.data.manifest import load_manifest
 from lightunetr_core.data.demo import best_threshold_dice, generate_case, generate_demo_dataset, otsu_threshold, split_counts
 
 

@@ -13,7 +13,7 @@ SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
 
 def test_dry_run_runs_every_section_and_passes_its_checks(tmp_path):
     proc = subprocess.run([sys.executable, str(SUITE), "--dry-run", "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=900, cwd=tmp_path)
     report = json.loads((tmp_path / "out" / "gpu_suite.json").read_text())
     errors = {name: s["error"][-1500:] for name, s in report["sections"].items() if s.get("error")}
     assert not errors, errors

@@ -28,7 +28,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(demo_data, tmp_path_factory):
-    from lightunetr_core.data.dataset import prepare_dataset
+    from lightunetr_core.data.cache import prepare_dataset
 
     return prepare_dataset(demo_data, tmp_path_factory.mktemp("cache"), labeled_batch_size=2, unlabeled_batch_size=2,
                            require_unlabeled=True)
@@ -263,7 +263,7 @@ def test_bad_input_message_and_nothing_written(case, demo_data, tmp_path):
 _CAPPED_TRAIN = """
 import resource, sys
 from lightunetr_core.cli import build_parser
-import lightunetr_core.cli.train, lightunetr_core.training.trainer, lightunetr_core.data.dataset, monai.transforms  # noqa
+import lightunetr_core.cli.train, lightunetr_core.training.trainer, lightunetr_core.data.cache, monai.transforms  # noqa
 with open("/proc/self/status") as f:
     vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
 # A real allocation failure: the address space is capped a little above what the imports use, far below

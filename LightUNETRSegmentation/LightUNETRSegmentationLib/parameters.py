@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-#: Devices the engine understands (``lightunetr segment --device``); "cuda:N" is accepted as well.
-ENGINE_DEVICES = ("auto", "cpu", "cuda", "mps")
+from lightunetr_core.vocabulary import DEVICES as ENGINE_DEVICES  # what ``lightunetr segment --device`` accepts
 
 
 def available_devices(platform: str | None = None) -> tuple[str, ...]:

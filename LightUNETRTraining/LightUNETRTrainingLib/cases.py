@@ -16,13 +16,14 @@ import re
 from dataclasses import dataclass, field
 
 import slicer
+from lightunetr_core import vocabulary
 
 from LightUNETRSegmentationLib import generated
 
-ROLES = ("labeled", "unlabeled", "validation", "ignore")
-ROLES_WITH_LABEL = ("labeled", "validation")
-CSE_RECIPES = ("cse-reference", "cse-paper")
-RECIPES = CSE_RECIPES + ("supervised",)
+#: A row's role: the dataset roles a training uses, or left out of it.
+ROLES = tuple(r for r in vocabulary.ROLES if r != "test") + ("ignore",)
+ROLES_WITH_LABEL = vocabulary.ROLES_NEEDING_LABEL
+CSE_RECIPES = tuple(name for name, engine in vocabulary.RECIPES.items() if engine != "supervised")
 
 
 def _matrix(vtk_matrix):

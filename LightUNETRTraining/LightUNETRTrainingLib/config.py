@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-RECIPES = ("cse-reference", "cse-paper", "supervised")
-ARCHITECTURES = ("lightunetr", "lightunetr_large")
+from lightunetr_core import vocabulary
+
+RECIPES = tuple(vocabulary.RECIPES)  # the command line's names
+ARCHITECTURES = vocabulary.ARCHITECTURES
 MODALITIES = ("MR", "CT", "other")
 #: Inclusive ranges of the integer options (the Training module's spin boxes and parameter node use them).
 RANGES = {
@@ -58,7 +60,7 @@ class TrainingConfig:
     device: str = "auto"
     threads: int | None = None
     seed: int = 1337
-    modality: str = "MR"  # "CT" → clip + scale, else z-score (lightunetr_core.data.dataset)
+    modality: str = "MR"  # "CT" → clip + scale, else z-score (lightunetr_core.data.planning)
     target_spacing: tuple | None = None  # None: the engine's default (median of the labelled cases)
     init_bundle: str | None = None  # fine-tune from this bundle, or "catalog:NAME" (startfrom.py)
     extra_args: list = field(default_factory=list)

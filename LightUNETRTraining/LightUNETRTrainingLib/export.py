@@ -1,5 +1,5 @@
 """Export of the training cases to a job folder (Qt-free), in the dataset manifest format of
-``lightunetr_core.data.dataset``.
+``lightunetr_core.data.manifest``.
 
 Volumes are written as .nrrd through ``vtkMRMLVolumeArchetypeStorageNode`` (their own IJK-to-RAS
 geometry, no resampling). Segmentations are exported on the grid of their volume with the Segmentations
@@ -17,16 +17,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import slicer
+from lightunetr_core.vocabulary import role_folders
 
 from LightUNETRSegmentationLib import segments, volumeio
 
 from .cases import CaseTable, segment_id_by_name
 
-FOLDERS = {  # role → (image folder, label folder)
-    "labeled": ("imagesTr", "labelsTr"),
-    "unlabeled": ("imagesUnlabeled", None),
-    "validation": ("imagesVal", "labelsVal"),
-}
 MANIFEST_NAME = "dataset.json"
 
 
@@ -128,7 +124,7 @@ class CaseExport:
         if row.volume.GetScene() is None or (row.segmentation is not None and row.has_label
                                              and row.segmentation.GetScene() is None):
             raise ExportError(f"case '{row.name}' was removed from the scene during the export.")
-        image_dir, label_dir = FOLDERS[row.role]
+        image_dir, label_dir = role_folders(row.role)
         image_rel = f"{image_dir}/{row.case_id}_0000.nrrd"
         volumeio.export_volume(row.volume, os.path.join(self.tmp, image_rel))
         label_rel = None

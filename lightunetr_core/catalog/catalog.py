@@ -14,13 +14,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightunetr_core.vocabulary import InputError
+
 CATALOG_FILE = Path(__file__).with_name("catalog.json")
 CATALOG_VERSION = 1
 #: Replaces the host and folder of every entry's URL (a mirror, a proxy cache, a test server).
 BASE_URL_ENV = "LIGHTUNETR_CATALOG_BASE_URL"
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """The catalog or a catalog name is unusable; the message says what to do."""
 
 

@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 from lightunetr_core.catalog.catalog import CATALOG_VERSION, CatalogEntry, CatalogError
+from lightunetr_core.vocabulary import InputError
 
 
-class DownloadError(ValueError):
+class DownloadError(InputError):
     """The model could not be downloaded or verified; the message says why and what to do."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightunetr_core.vocabulary import InputError
+
 #: Settings of the released models (the authors' test script code_cse/test_cse.py and the preprocessing of
 #: their data: LA z-score at 0.625 mm, Pancreas-CT clipped to [-125, 275] HU at 1 mm, BraTS FLAIR z-score of
 #: the brain voxels at 1 mm); explicit options win.
@@ -37,7 +39,7 @@ PRESETS: dict[str, dict] = {
 NORMALIZATIONS = ("zscore", "zscore-nonzero", "ct", "minmax", "none")
 
 
-class ReferenceCheckpointError(ValueError):
+class ReferenceCheckpointError(InputError):
     """The file is not a usable checkpoint of the reference network; the message says why."""
 
 

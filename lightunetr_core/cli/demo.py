@@ -216,7 +216,7 @@ def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None,
     import SimpleITK as sitk
 
     from lightunetr_core.bundle import load_bundle
-    from lightunetr_core.data.dataset import load_manifest
+    from lightunetr_core.data.manifest import load_manifest
     from lightunetr_core.data.io import read_image, write_image
     from lightunetr_core.inference import segment_image
     from lightunetr_core.metrics import compute_metrics

@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 from lightunetr_core.atomic import write_text_atomic
+from lightunetr_core.vocabulary import IMAGE_EXTENSIONS, InputError, strip_image_extension
 
-IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".vtk", ".tif", ".tiff")
+#: evaluate also reads the label formats other tools write (SimpleITK reads them).
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS + (".vtk", ".tif", ".tiff")
 
 CSV_COLUMNS = [
     "case",
@@ -43,7 +45,7 @@ CSV_COLUMNS = [
 ]
 
 
-class BadInput(Exception):
+class BadInput(InputError):
     """Input rejected before any output is written; the message says what to fix."""
 
 
@@ -80,11 +82,8 @@ def register(subparsers) -> None:
 def case_name(path: str | os.PathLike) -> str:
     """File name without its image extension (``case_001.nii.gz`` → ``case_001``)."""
     name = Path(path).name
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return strip_image_extension(name) or next(
+        (name[: -len(s)] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), Path(name).stem)
 
 
 def _image_files(folder: Path) -> dict[str, Path]:

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+from lightunetr_core.vocabulary import IMAGE_EXTENSIONS as _IMAGE_ENDINGS
+from lightunetr_core.vocabulary import InputError
+from lightunetr_core.vocabulary import WRITE_EXTENSIONS, strip_image_extension
+
 FORMATS = ("nii.gz", "nrrd", "seg.nrrd", "dicom-seg")
-_FILE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".dcm")
-_IMAGE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: An -o that ends like this is one output file (else a folder); .dcm: a DICOM SEG.
+_FILE_ENDINGS = WRITE_EXTENSIONS + (".dcm",)
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")  # nnU-Net's case_XXXX channel naming
 
 
@@ -69,12 +73,7 @@ def register(subparsers) -> None:
 
 
 def _case_name(path: Path) -> str:
-    name = path.name
-    lower = name.lower()
-    for ending in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if lower.endswith(ending):
-            return name[: -len(ending)]
-    return name
+    return strip_image_extension(path.name) or path.name
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -143,7 +142,7 @@ def _with_suffix(path: Path, tag: str, ext: str) -> Path:
     return path.with_name(_case_name(path) + tag + ext)
 
 
-class OutputPlanError(ValueError):
+class OutputPlanError(InputError):
     """The output path does not fit the inputs (e.g. a file name for several cases)."""
 
 
@@ -218,9 +217,8 @@ def run(args: argparse.Namespace) -> int:
     # Light imports first: the pre-flight checks below run without torch, so bad input fails fast.
     import SimpleITK as sitk
 
-    from lightunetr_core.bundle import BundleError, load_bundle, read_model_card
+    from lightunetr_core.bundle import load_bundle, read_model_card
     from lightunetr_core.data.io import (
-        ImageReadError,
         OutputExistsError,
         image_warnings,
         inspect_image,
@@ -229,12 +227,10 @@ def run(args: argparse.Namespace) -> int:
         write_segmentation_nrrd,
     )
 
-    class InputProblem(ValueError):
+    class InputProblem(InputError):
         pass
 
-    from lightunetr_core.data.dicomseg import DicomSegError
-
-    bad_input: tuple = (BundleError, ImageReadError, OutputExistsError, InputProblem, OutputPlanError, DicomSegError)
+    bad_input: tuple = (InputError, OutputExistsError)  # exit 2; anything else is a bug (exit 1)
     case_index = 0
     try:
         if not 0.0 <= args.overlap < 1.0:
@@ -285,13 +281,11 @@ def run(args: argparse.Namespace) -> int:
         from lightunetr_core.inference.statistics import label_statistics, review_score
         from lightunetr_core.inference import (
             BackendUnavailableError,
-            InferenceInputError,
             resolve_backend,
             segment_image,
             select_device,
         )
 
-        bad_input = bad_input + (InferenceInputError,)
         if args.threads:
             torch.set_num_threads(args.threads)
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)

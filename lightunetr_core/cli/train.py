@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-RECIPE_CHOICES = {"cse-reference": "reference", "cse-paper": "paper", "supervised": "supervised"}
+from lightunetr_core.vocabulary import RECIPES as RECIPE_CHOICES  # CLI name → engine recipe
+from lightunetr_core.vocabulary import InputError
 
 
 def parse_patch_size(values) -> tuple[tuple[int, int, int], bool]:
@@ -83,7 +84,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-class _BadInput(Exception):
+class _BadInput(InputError):
     pass
 
 
@@ -207,7 +208,7 @@ def run(args) -> int:
         prepared = _prepare_data(args, run_dir, events, info, init_card)
     except _BadInput as exc:
         return bad(str(exc))
-    except ValueError as exc:  # DatasetError and friends: they name the problem and the fix
+    except InputError as exc:  # DatasetError and friends: they name the problem and the fix
         return bad(str(exc))
 
     try:
@@ -302,7 +303,7 @@ def _fast_exit_if_cli(code: int) -> None:
 def _prepare_data(args, run_dir, events, info, init_card=None):
     from pathlib import Path
 
-    from lightunetr_core.data.dataset import prepare_dataset
+    from lightunetr_core.data.cache import prepare_dataset
     from lightunetr_core.training import distributed as ddp
 
     if not Path(args.data).exists():
@@ -335,7 +336,7 @@ def _prepare_data(args, run_dir, events, info, init_card=None):
 def _spec_with_plan_of(args, card, events):
     """The dataset with the starting model's preprocessing (spacing, normalisation): its weights were trained
     for it. A manifest that states its own ``preprocessing`` keeps it (a warning says that it differs)."""
-    from lightunetr_core.data.dataset import load_dataset_spec
+    from lightunetr_core.data.manifest import load_dataset_spec
 
     spec = load_dataset_spec(args.data, args.fold)
     theirs = card.plan

@@ -43,16 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lightunetr_core.vocabulary import ROLES, role_folders
+
 DEFAULT_SHAPE = (64, 64, 40)
 DEFAULT_SPACING = (1.0, 1.0, 2.5)
 
-# Folder names shared with the folder-discovery code in dataset.py.
-ROLE_FOLDERS = {
-    "labeled": ("imagesTr", "labelsTr"),
-    "unlabeled": ("imagesUnlabeled", None),
-    "validation": ("imagesVal", "labelsVal"),
-    "test": ("imagesTs", "labelsTs"),
-}
 
 
 @dataclass
@@ -311,7 +306,7 @@ def generate_demo_dataset(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        for images_dir, labels_dir in ROLE_FOLDERS.values():
+        for images_dir, labels_dir in map(role_folders, ROLES):
             (tmp / images_dir).mkdir()
             if labels_dir:
                 (tmp / labels_dir).mkdir()
@@ -325,14 +320,14 @@ def generate_demo_dataset(
             "labels": labels,
             "cases": [],
         }
-        roles = [r for r in ("labeled", "unlabeled", "validation", "test") for _ in range(counts[r])]
+        roles = [r for r in ROLES for _ in range(counts[r])]
         case_rng = np.random.default_rng(seed)
         case_seeds = case_rng.integers(0, 2**31 - 1, size=len(roles))
         for i, role in enumerate(roles):
             case_id = f"demo_{i:03d}"
             ext = ".nrrd" if i % 3 == 2 else ".nii.gz"
             case = generate_case(case_id, int(case_seeds[i]), index=i, shape=shape, spacing=spacing, classes=classes)
-            images_dir, labels_dir = ROLE_FOLDERS[role]
+            images_dir, labels_dir = role_folders(role)
             image_rel = f"{images_dir}/{case_id}_0000{ext}"
             label_rel = f"{labels_dir}/{case_id}{ext}" if labels_dir else None
             write_case_files(case, tmp / image_rel, tmp / label_rel if label_rel else None)

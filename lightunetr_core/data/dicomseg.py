@@ -20,9 +20,10 @@ import SimpleITK as sitk
 
 from lightunetr_core.atomic import atomic_output
 from lightunetr_core.terminology import ANATOMICAL_STRUCTURE, terminology_for
+from lightunetr_core.vocabulary import InputError
 
 
-class DicomSegError(ValueError):
+class DicomSegError(InputError):
     """A DICOM SEG cannot be written for this input; the message says why and what to do."""
 
 

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lightunetr_core.vocabulary import InputError
+
 _CHUNK = 1 << 22
 
 
-class IncompleteImageError(ValueError):
+class IncompleteImageError(InputError):
     """The file's voxel data is truncated or corrupt; the message names the file and what is wrong."""
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from lightunetr_core import vocabulary
 from lightunetr_core.terminology import terminology_for
+from lightunetr_core.vocabulary import IMAGE_EXTENSIONS, WRITE_EXTENSIONS, InputError
 
 from .integrity import IncompleteImageError, check_complete
 
@@ -37,12 +39,8 @@ __all__ = [
     "write_segmentation_nrrd",
 ]
 
-#: File name endings we read (besides DICOM folders); longest first so ".nii.gz" wins over ".gz".
-IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: Endings we write (single-file formats only, so the atomic rename moves everything).
-WRITE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An input image cannot be used; the message names the file, the problem and the fix."""
 
 
@@ -52,11 +50,7 @@ class OutputExistsError(FileExistsError):
 
 def image_extension(path: str | os.PathLike) -> str:
     """The recognised ending of ``path`` (".nii.gz", ".seg.nrrd", ...) or its last suffix."""
-    name = Path(path).name.lower()
-    for ext in IMAGE_EXTENSIONS:
-        if name.endswith(ext):
-            return ext
-    return Path(path).suffix.lower()
+    return vocabulary.image_extension(Path(path).name) or Path(path).suffix.lower()
 
 
 def _dicom_series_files(folder: Path, series_id: str | None) -> list[str]:

@@ -27,6 +27,7 @@ from lightunetr_core.data.geometry import (
     resample_onto,
     spacing_grid,
 )
+from lightunetr_core.vocabulary import InputError
 
 __all__ = [
     "IntensityNormalization",
@@ -40,7 +41,7 @@ __all__ = [
 NORMALIZATION_KINDS = ("zscore", "ct", "minmax", "none")
 
 
-class GeometryMismatchError(ValueError):
+class GeometryMismatchError(InputError):
     """Images (channels) or image and label do not share one voxel grid."""
 
 

@@ -1,4 +1,4 @@
-"""Random training patches from a :class:`~lightunetr_core.data.dataset.PreparedDataset` (spec §3.1–3.2).
+"""Random training patches from a :class:`~lightunetr_core.data.cache.PreparedDataset` (spec §3.1–3.2).
 
 :class:`PatchSampler` draws mini-batches of crops:
 
@@ -72,7 +72,7 @@ class PatchSampler:
     """Draws labelled and unlabelled training crops.
 
     Args:
-        prepared_dataset: a :class:`~lightunetr_core.data.dataset.PreparedDataset` (uses ``.labeled`` and
+        prepared_dataset: a :class:`~lightunetr_core.data.cache.PreparedDataset` (uses ``.labeled`` and
             ``.unlabeled``), or any object with those lists of cases (``.image`` C×X×Y×Z, ``.label``,
             ``.volume_min``/``.volume_max``, ``.class_locations``).
         patch_size: (X, Y, Z) crop size in voxels.

@@ -21,6 +21,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from lightunetr_core.vocabulary import InputError
+
 __all__ = [
     "BACKEND_CHOICES",
     "BackendUnavailableError",
@@ -41,7 +43,7 @@ MAX_CACHED_EXPORTS = 16  # oldest (by last use) beyond this are deleted after a 
 INSTALL_HINT = "pip install 'lightunetr-core[onnx]'"
 
 
-class BackendUnavailableError(ValueError):
+class BackendUnavailableError(InputError):
     """The requested backend cannot run here (missing package, or a device it does not support)."""
 
 

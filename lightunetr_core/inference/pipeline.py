@@ -20,6 +20,7 @@ from lightunetr_core.devices import is_out_of_memory, select_device
 from lightunetr_core.inference.postprocess import labels_on_original_grid
 from lightunetr_core.inference.sliding import overlap_for_stride, predict_probabilities
 from lightunetr_core.jobs import CancelToken
+from lightunetr_core.vocabulary import InputError
 
 __all__ = [
     "InferenceInputError",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(InputError):
     """The inputs do not fit the model (channel count, grids, ROI); the message says what to change."""
 
 

@@ -1,11 +1,13 @@
 """Networks: Light-UNETR, Light-UNETR-L, and loading of the authors' checkpoints."""
 
+from lightunetr_core import vocabulary
+
 from lightunetr_core.models.lightunetr import LightUNETR
 from lightunetr_core.models.lightunetr_large import LightUNETRLarge
 from lightunetr_core.models.reference import from_reference_state_dict
 from lightunetr_core.models.size_rules import check_spatial_size, nearest_valid_sizes
 
-ARCHITECTURES = {"lightunetr": LightUNETR, "lightunetr_large": LightUNETRLarge}
+ARCHITECTURES = dict(zip(vocabulary.ARCHITECTURES, (LightUNETR, LightUNETRLarge)))
 
 
 def build_model(architecture: str, **kwargs):

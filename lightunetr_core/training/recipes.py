@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 
+from lightunetr_core import vocabulary
 from lightunetr_core.training.agr import PAPER_ALPHA, REFERENCE_RATIO, agr_box_mask
 from lightunetr_core.training.losses import mask_dice_loss, mix_loss, supervised_loss
 from lightunetr_core.training.pseudo_labels import agr_pseudo_label
@@ -43,7 +44,7 @@ from lightunetr_core.training.smc import (
 )
 from lightunetr_core.training.views import strong_view
 
-RECIPES = ("reference", "paper", "supervised")
+RECIPES = tuple(vocabulary.RECIPES.values())  # the engine's names
 
 
 @dataclass

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from lightunetr_core.atomic import atomic_output
+from lightunetr_core.vocabulary import InputError
 
 EVENTS_FILE = "events.jsonl"
 TRAINING_LOG = "training_log.csv"
@@ -30,7 +31,7 @@ VALIDATION_LOG = "validation_log.csv"
 PROGRESS_FIGURE = "progress.png"
 
 
-class RunLogError(ValueError):
+class RunLogError(InputError):
     """The run folder has no readable event log; the message says what to do."""
 
 

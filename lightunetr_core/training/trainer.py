@@ -41,12 +41,13 @@ from lightunetr_core.training.checkpoint import (
 from lightunetr_core.training import runlog
 from lightunetr_core.training.recipes import RecipeConfig, make_thresholds, training_step
 from lightunetr_core.training.schedule import WarmupCosine, build_optimizer
+from lightunetr_core.vocabulary import InputError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best_model.pt"
 
 
-class BadTrainingInput(ValueError):
+class BadTrainingInput(InputError):
     """The configuration or data cannot be trained on; the message says what to change."""
 
 

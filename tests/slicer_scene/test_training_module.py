@@ -4,7 +4,6 @@ process, live plot nodes, and a real short training run in a subprocess (stop wi
 bundle registered in the segmentation module's library, unlabelled cases segmented and ranked by
 uncertainty), plus stopping on scene close."""
 
-import json
 import os
 import time
 
@@ -66,7 +65,7 @@ def test_export_matches_scene_voxel_exactly(scene, tmp_path):
     assert os.path.isfile(result.manifest)
     assert not [p for p in os.listdir(tmp_path / "job") if p.startswith(".")], "temporary folder left behind"
     # the engine accepts the manifest as it is
-    from lightunetr_core.data.dataset import load_manifest
+    from lightunetr_core.data.manifest import load_manifest
 
     spec = load_manifest(result.manifest)
     assert [c.role for c in spec.cases] == ["labeled", "labeled", "unlabeled"]
