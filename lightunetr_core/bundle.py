@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from lightunetr_core.atomic import atomic_folder
 from lightunetr_core.vocabulary import InputError
 
 __all__ = [
@@ -123,7 +123,7 @@ class ModelCard:
     # -- validation -------------------------------------------------------------------------------------
     def validate(self) -> None:
         from lightunetr_core.data.preprocessing import PreprocessingPlan
-        from lightunetr_core.models import ARCHITECTURES
+        from lightunetr_core.vocabulary import ARCHITECTURES
 
         if self.architecture not in ARCHITECTURES:
             raise BundleError(f"model card: unknown architecture {self.architecture!r}; "
@@ -255,41 +255,30 @@ def save_bundle(path: str | os.PathLike, model, card: ModelCard, overwrite: bool
 
         card.provenance["code_version"] = __version__
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex[:12]}-{target.name}"
-    tmp.mkdir()
-    old = None
-    try:
+    with atomic_folder(target) as tmp:
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
                  if isinstance(v, torch.Tensor)}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "lightunetr_format_version": str(BUNDLE_FORMAT_VERSION)})
         card.weights_sha256 = sha256_file(tmp / WEIGHTS_FILE)
         (tmp / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-        if target.exists():
-            old = target.parent / f".old-{uuid.uuid4().hex[:12]}-{target.name}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def read_model_card(path: str | os.PathLike) -> ModelCard:
-    """Read and validate ``model_card.json`` of a bundle (no weights are touched)."""
-    folder = _bundle_folder(Path(path))
+def _read_card_json(folder: Path) -> Any:
+    """The parsed ``model_card.json`` of a bundle folder (the one place that reads the file)."""
     card_path = folder / CARD_FILE
     try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
+        return json.loads(card_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{folder}: no {CARD_FILE}; this folder is not a LightUNETR bundle.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{card_path}: not valid JSON ({exc}); the bundle is damaged, download or export it again.") from None
-    card = ModelCard.from_dict(data, where=str(card_path))
+
+
+def read_model_card(path: str | os.PathLike) -> ModelCard:
+    """Read and validate ``model_card.json`` of a bundle (no weights are touched; no torch is imported)."""
+    folder = _bundle_folder(Path(path))
+    card = ModelCard.from_dict(_read_card_json(folder), where=str(folder / CARD_FILE))
     card.validate()
     return card
 
@@ -374,12 +363,7 @@ def verify_bundle_files(folder: str | os.PathLike) -> dict:
     """Check a bundle without torch: the card is JSON with a ``weights_sha256`` that the weights have.
     Returns the card as a dict. Raises :class:`BundleError`."""
     folder = Path(folder)
-    try:
-        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{folder}: no {CARD_FILE}; not a LightUNETR bundle.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{folder / CARD_FILE}: not valid JSON ({exc}); the bundle is damaged.") from None
+    card = _read_card_json(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{folder}: {WEIGHTS_FILE} is missing; the bundle is incomplete.")
@@ -441,25 +425,12 @@ def extract_bundle_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike,
         target = dest_dir / top
         if target.exists() and not overwrite:
             raise BundleError(f"{target}: a bundle of this name already exists; remove it or allow replacing it.")
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        tmp = dest_dir / f".tmp-{uuid.uuid4().hex[:12]}-{top}"
-        tmp.mkdir()
         try:
-            for info in names:
-                with z.open(info) as src, open(tmp / PurePosixPath(info.filename).name, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            verify_bundle_files(tmp)
-            old = None
-            if target.exists():
-                old = dest_dir / f".old-{uuid.uuid4().hex[:12]}-{top}"
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            with atomic_folder(target) as tmp:
+                for info in names:
+                    with z.open(info) as src, open(tmp / PurePosixPath(info.filename).name, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                verify_bundle_files(tmp)
         except zipfile.BadZipFile as exc:  # a member's CRC does not match: the archive is damaged
-            shutil.rmtree(tmp, ignore_errors=True)
             raise BundleError(f"{zip_path}: the archive is damaged ({exc}); export the bundle again.") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target

@@ -41,6 +41,8 @@ __all__ = [
     "ClassMetrics",
     "surface_mask",
     "surface_distances",
+    "dice",
+    "dice_per_class",
     "binary_metrics",
     "compute_metrics",
     "summarize",
@@ -130,6 +132,19 @@ def surface_distances(
     return to_reference[surface_p], to_prediction[surface_r]
 
 
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice of two boolean masks, ``2|P∩R| / (|P| + |R|)``; NaN when both are empty."""
+    n_pred, n_ref = int(np.count_nonzero(prediction)), int(np.count_nonzero(reference))
+    if n_pred + n_ref == 0:
+        return float("nan")
+    return 2.0 * int(np.count_nonzero(np.logical_and(prediction, reference))) / (n_pred + n_ref)
+
+
+def dice_per_class(prediction: np.ndarray, reference: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Dice of every foreground class 1..K-1 of two label maps; NaN where the class is absent from both."""
+    return {c: dice(prediction == c, reference == c) for c in range(1, num_classes)}
+
+
 def binary_metrics(
     prediction: np.ndarray,
     reference: np.ndarray,
@@ -166,7 +181,7 @@ def binary_metrics(
         return result
     intersection = int(np.count_nonzero(prediction & reference))
     result["status"] = STATUS_OK
-    result["dice"] = 2.0 * intersection / (n_pred + n_ref)
+    result["dice"] = dice(prediction, reference)
     result["jaccard"] = intersection / (n_pred + n_ref - intersection)
     d_pr, d_rp = surface_distances(prediction, reference, spacing)
     q = percentile / 100.0

@@ -5,7 +5,6 @@ card and checks the weights' SHA-256 when it loads the bundle.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 
 # The engine's bundle constants and models folder (lightunetr_core/bundle.py imports only the standard
 # library at module level: no torch in Slicer's process).
+from lightunetr_core.atomic import atomic_folder
 from lightunetr_core.bundle import BUNDLE_SUFFIX, CARD_FILE, WEIGHTS_FILE, default_models_folder
 
 from .segments import LabelSpec
@@ -62,34 +62,22 @@ def read_model_info(path: str) -> ModelInfo:
             raise ModelError(f"{path} is a PyTorch checkpoint, not a LightUNETR bundle. 'Add model...' converts an "
                              "authors' checkpoint (it asks for the preset); or run 'lightunetr import-reference'.")
         raise ModelError(f"{path} is not a model bundle; choose a '<name>{BUNDLE_SUFFIX}' folder.")
-    card_path = os.path.join(path, CARD_FILE)
-    try:
-        with open(card_path, encoding="utf-8") as f:
-            card = json.load(f)
-    except FileNotFoundError:
-        raise ModelError(f"{path} has no {CARD_FILE}; it is not a LightUNETR model bundle.") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{card_path} cannot be read ({exc}); the bundle is damaged.") from None
+    from lightunetr_core.bundle import BundleError, read_model_card
+
+    if not os.path.isfile(os.path.join(path, CARD_FILE)):
+        raise ModelError(f"{path} has no {CARD_FILE}; it is not a LightUNETR model bundle.")
+    try:  # the engine's own reader and checks (no torch imported)
+        card = read_model_card(path)
+    except BundleError as exc:
+        raise ModelError(str(exc)) from None
     if not os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
         raise ModelError(f"{path} has no {WEIGHTS_FILE}; the bundle is incomplete.")
-    try:
-        labels = []
-        for lb in card["labels"]:
-            if int(lb["value"]) == 0:
-                continue
-            labels.append(LabelSpec(int(lb["value"]), lb["name"], lb.get("color"), lb.get("terminology")))
-        return ModelInfo(
-            path=os.path.abspath(path),
-            name=str(card.get("name") or os.path.basename(path)),
-            description=str(card.get("description", "")),
-            architecture=str(card["architecture"]),
-            patch_size=list(card["patch_size"]),
-            input_channels=list(card["input_channels"]),
-            labels=labels,
-            card=card,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{card_path}: incomplete model card ({exc!r} missing or invalid).") from None
+    labels = [LabelSpec(int(lb["value"]), lb["name"], lb.get("color"), lb.get("terminology"))
+              for lb in card.labels if int(lb["value"]) != 0]
+    return ModelInfo(path=os.path.abspath(path), name=str(card.name or os.path.basename(path)),
+                     description=str(card.description or ""), architecture=card.architecture,
+                     patch_size=list(card.patch_size), input_channels=list(card.input_channels), labels=labels,
+                     card=card.to_dict())
 
 
 class ModelLibrary:
@@ -189,22 +177,14 @@ class ModelLibrary:
             return info
         if os.path.exists(target) and not overwrite:
             raise ModelError(f"A model '{base}' is already installed in {self.folder}; remove it or allow replacing it.")
-        token = uuid.uuid4().hex[:8]
-        tmp = os.path.join(self.folder, f".tmp-{token}-{base}")
-        old = os.path.join(self.folder, f".old-{token}-{base}")
-        try:
+        with atomic_folder(target) as tmp:  # visible only once complete and checked
+            tmp.rmdir()  # copytree makes it, with the source's permissions
             shutil.copytree(info.path, tmp)
-            read_model_info(tmp)  # the copy is complete and readable before it becomes visible
+            read_model_info(str(tmp))
             try:
                 verify_bundle_files(tmp)
             except BundleError as exc:
                 raise ModelError(f"{info.path}: {exc}") from None
-            if os.path.exists(target):
-                os.replace(target, old)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
         self.notify_changed()
         return read_model_info(target)
 

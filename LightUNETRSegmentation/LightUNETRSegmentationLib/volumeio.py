@@ -11,6 +11,7 @@ import os
 import tempfile
 
 import slicer
+from lightunetr_core.atomic import atomic_path
 
 
 class VolumeIOError(RuntimeError):
@@ -30,23 +31,15 @@ def export_volume(volumeNode, path: str, compress: bool = False) -> str:
     if volumeNode is None or volumeNode.GetImageData() is None:
         raise VolumeIOError("The volume has no image data to export.")
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    # Keep the full extension (.nii.gz) on the temporary name so the writer picks the same format.
-    tmp_path = os.path.join(folder, f".tmp-{os.getpid()}-{base}")
     storage = scene.CreateNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     try:
-        storage.SetFileName(tmp_path)
-        storage.SetUseCompression(1 if compress else 0)
-        ok = storage.WriteData(volumeNode)
+        with atomic_path(path) as tmp:  # keeps the ending (.nii.gz): the writer picks the format from it
+            storage.SetFileName(str(tmp))
+            storage.SetUseCompression(1 if compress else 0)
+            if not storage.WriteData(volumeNode) or not tmp.is_file():
+                raise VolumeIOError(f"Could not write volume '{volumeNode.GetName()}' to {path}.")
     finally:
         storage.UnRegister(None)
-    if not ok or not os.path.exists(tmp_path):
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise VolumeIOError(f"Could not write volume '{volumeNode.GetName()}' to {path}.")
-    os.replace(tmp_path, path)
     return path
 
 

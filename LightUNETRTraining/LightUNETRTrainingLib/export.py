@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 
 import slicer
+from lightunetr_core.atomic import AtomicFolder
 from lightunetr_core.vocabulary import role_folders
 
 from LightUNETRSegmentationLib import segments, volumeio
@@ -79,7 +78,7 @@ class CaseExport:
         self.name = name or self.config.name
         self.jobFolder = os.path.abspath(os.fspath(jobFolder))
         self.final = os.path.join(self.jobFolder, "data")
-        self.tmp: str | None = None
+        self.staging: AtomicFolder | None = None  # <job>/data while it is written
         self.rows = [r for r in table.rows if r.role != "ignore"]
         self.done_count = 0
         self.files: dict = {}
@@ -98,9 +97,13 @@ class CaseExport:
         os.makedirs(self.jobFolder, exist_ok=True)
         if os.path.exists(self.final):
             raise ExportError(f"{self.final} already exists; choose a new job folder.")
-        self.tmp = os.path.join(self.jobFolder, f".data-tmp-{uuid.uuid4().hex[:8]}")
-        os.makedirs(self.tmp)
+        self.staging = AtomicFolder(self.final)
         return self
+
+    @property
+    def tmp(self) -> str | None:
+        """The hidden folder the cases are written to until the export is complete."""
+        return str(self.staging.tmp) if self.staging is not None else None
 
     def step(self) -> bool:
         """Export the next case (or finish); True when the export is complete. Raises :class:`ExportError`
@@ -143,14 +146,14 @@ class CaseExport:
             manifest["preprocessing"] = {"target_spacing": [float(s) for s in self.config.target_spacing]}
         with open(os.path.join(self.tmp, MANIFEST_NAME), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
-        os.replace(self.tmp, self.final)
-        self.tmp = None
+        self.staging.commit()
+        self.staging = None
         self.result = ExportResult(os.path.join(self.final, MANIFEST_NAME), self.final, self.files, labels)
 
     def abort(self) -> None:
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
+        if self.staging is not None:
+            self.staging.abort()
+            self.staging = None
 
 
 def export_cases(table: CaseTable, jobFolder: str, config=None, name: str | None = None) -> ExportResult:

@@ -168,20 +168,9 @@ def read_label_map(path: Path):
 
 def check_same_grid(pred_image, ref_image, pred_path: Path, ref_path: Path) -> None:
     """Raise :class:`BadInput` naming the difference if the two images are not on the same voxel grid."""
-    import numpy as np
+    from lightunetr_core.data.geometry import Geometry
 
-    problems = []
-    if pred_image.GetSize() != ref_image.GetSize():
-        problems.append(f"size {pred_image.GetSize()} vs {ref_image.GetSize()}")
-    spacing_p, spacing_r = np.array(pred_image.GetSpacing()), np.array(ref_image.GetSpacing())
-    if not np.allclose(spacing_p, spacing_r, rtol=1e-4, atol=1e-5):
-        problems.append(f"spacing {tuple(spacing_p.round(6).tolist())} vs {tuple(spacing_r.round(6).tolist())} mm")
-    origin_p, origin_r = np.array(pred_image.GetOrigin()), np.array(ref_image.GetOrigin())
-    if not np.allclose(origin_p, origin_r, rtol=0, atol=1e-3 * max(1.0, float(spacing_r.min()))):
-        problems.append(f"origin {tuple(origin_p.round(4).tolist())} vs {tuple(origin_r.round(4).tolist())} mm")
-    if not np.allclose(pred_image.GetDirection(), ref_image.GetDirection(), rtol=0, atol=1e-4):
-        problems.append(f"direction {tuple(np.round(pred_image.GetDirection(), 4).tolist())} vs "
-                        f"{tuple(np.round(ref_image.GetDirection(), 4).tolist())}")
+    problems = Geometry.of(pred_image).differences(Geometry.of(ref_image))
     if problems:
         raise BadInput(
             f"prediction {pred_path} and reference {ref_path} are not on the same voxel grid: "

@@ -36,13 +36,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lightunetr_core.atomic import atomic_folder
 from lightunetr_core.vocabulary import ROLES, role_folders
 
 DEFAULT_SHAPE = (64, 64, 40)
@@ -303,9 +302,7 @@ def generate_demo_dataset(
     counts = split_counts(cases, labeled, validation, test)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} already exists and is not empty; choose a new folder or pass --overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         for images_dir, labels_dir in map(role_folders, ROLES):
             (tmp / images_dir).mkdir()
             if labels_dir:
@@ -336,12 +333,6 @@ def generate_demo_dataset(
                 events.progress(i + 1, len(roles), stage="demo-data")
         with open(tmp / "dataset.json", "w") as f:
             json.dump(manifest, f, indent=2)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "dataset.json"
 
 

@@ -74,14 +74,24 @@ class Geometry:
     def empty_image(self, pixel_id: int = sitk.sitkUInt8) -> sitk.Image:
         return self.apply_to(sitk.Image(list(self.size), pixel_id))
 
-    def matches(self, other: "Geometry", tol: float = 1e-4) -> bool:
-        """Same size, and spacing/origin/direction equal within ``tol`` (relative for spacing, mm for origin)."""
+    def differences(self, other: "Geometry", tol: float = 1e-4) -> list[str]:
+        """What differs between two grids ("size ... vs ...", "origin ... vs ... mm", ...); empty when they
+        match: same size, spacing within ``tol`` relative, origin within ``tol`` × the largest spacing (at
+        least ``tol`` mm), direction within ``tol``."""
+        out = []
         if self.size != other.size:
-            return False
-        sp = np.allclose(self.spacing, other.spacing, rtol=tol, atol=0)
-        org = np.allclose(self.origin, other.origin, atol=max(tol, tol * max(self.spacing)))
-        dr = np.allclose(self.direction, other.direction, atol=tol)
-        return bool(sp and org and dr)
+            out.append(f"size {self.size} vs {other.size}")
+        if not np.allclose(self.spacing, other.spacing, rtol=tol, atol=0):
+            out.append(f"spacing {tuple(round(s, 6) for s in self.spacing)} vs {tuple(round(s, 6) for s in other.spacing)} mm")
+        if not np.allclose(self.origin, other.origin, atol=max(tol, tol * max(self.spacing))):
+            out.append(f"origin {tuple(round(o, 4) for o in self.origin)} vs {tuple(round(o, 4) for o in other.origin)} mm")
+        if not np.allclose(self.direction, other.direction, atol=tol):
+            out.append(f"direction {tuple(round(d, 4) for d in self.direction)} vs "
+                       f"{tuple(round(d, 4) for d in other.direction)}")
+        return out
+
+    def matches(self, other: "Geometry", tol: float = 1e-4) -> bool:
+        return not self.differences(other, tol)
 
     def describe(self) -> str:
         return (f"size {self.size}, spacing {tuple(round(s, 4) for s in self.spacing)}, origin "

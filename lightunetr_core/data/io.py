@@ -14,7 +14,6 @@ Geometry is SimpleITK's: physical points in LPS millimetres, arrays indexed ``[z
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lightunetr_core import vocabulary
+from lightunetr_core.atomic import atomic_path
 from lightunetr_core.terminology import terminology_for
 from lightunetr_core.vocabulary import IMAGE_EXTENSIONS, WRITE_EXTENSIONS, InputError
 
@@ -262,17 +262,11 @@ def _check_output(path: Path, overwrite: bool, allowed: Sequence[str] = WRITE_EX
 
 
 def _atomic_write(image: sitk.Image, path: Path, compress: bool = True) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:12]}-{path.name}"
-    try:
+    with atomic_path(path) as tmp:
         writer = sitk.ImageFileWriter()
         writer.SetFileName(str(tmp))
         writer.SetUseCompression(compress)
         writer.Execute(image)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

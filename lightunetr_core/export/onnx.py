@@ -22,12 +22,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lightunetr_core.atomic import atomic_path
 
 __all__ = ["OnnxExportError", "OnnxExportReport", "export_onnx", "export_bundle_onnx", "compare_with_onnxruntime"]
 
@@ -151,11 +152,7 @@ def export_onnx(
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(*shape, generator=generator)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         start = time.perf_counter()
         dynamic_axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
         try:
@@ -192,10 +189,6 @@ def export_onnx(
                 f"ONNX Runtime output differs from PyTorch by {max_diff:.3g} (allowed {tolerance:.3g}); the "
                 "exported graph is not faithful, not writing it. Try another --opset."
             )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return OnnxExportReport(
         path=str(path),
         opset=opset,

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from lightunetr_core.bundle import LoadedBundle, load_bundle
+from lightunetr_core.components import keep_largest_components
 from lightunetr_core.data.geometry import Geometry, array_to_image
 from lightunetr_core.data.io import read_image
 from lightunetr_core.data.preprocessing import GeometryMismatchError, preprocess_case
@@ -58,26 +59,6 @@ class SegmentationResult:
     backend: str = "torch"
     messages: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
-
-
-def keep_largest_components(labels: np.ndarray, classes: Sequence[int] | None = None) -> np.ndarray:
-    """For each foreground class keep only its largest 26-connected component (others → background 0)."""
-    from scipy import ndimage
-
-    out = labels.copy()
-    structure = np.ones((3, 3, 3), dtype=bool)
-    values = classes if classes is not None else [int(v) for v in np.unique(labels) if v != 0]
-    for value in values:
-        mask = labels == value
-        if not mask.any():
-            continue
-        components, count = ndimage.label(mask, structure=structure)
-        if count <= 1:
-            continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        out[mask & (components != int(np.argmax(sizes)))] = 0
-    return out
 
 
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:

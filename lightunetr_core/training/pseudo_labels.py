@@ -13,34 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-
-def largest_components(masks: np.ndarray) -> np.ndarray:
-    """``masks`` bool (G, X, Y, Z) — G independent volumes; returns the largest 26-connected component
-    of each (ties: the first in raster order); empty volumes stay empty."""
-    masks = np.ascontiguousarray(masks, dtype=bool)
-    groups = masks.shape[0]
-    structure = np.zeros((3, 3, 3, 3), dtype=bool)
-    structure[1] = True  # 26-connectivity inside a volume, nothing across volumes
-    labels, count = ndimage.label(masks, structure=structure)
-    if count == 0:
-        return masks.copy()
-    flat = labels.reshape(groups, -1)
-    sizes = np.bincount(flat.ravel(), minlength=count + 1)
-    # Group of every label: volume index of its voxels (labels never span volumes).
-    group_of = np.zeros(count + 1, dtype=np.int64)
-    vol_index = np.broadcast_to(np.arange(groups)[:, None], flat.shape)
-    group_of[flat[flat > 0]] = vol_index[flat > 0]
-    ids = np.arange(1, count + 1)
-    # Sort by group, then by size descending, then by label: first entry per group wins.
-    order = np.lexsort((ids, -sizes[1:], group_of[1:]))
-    sorted_groups = group_of[1:][order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    keep_label = np.zeros(count + 1, dtype=bool)
-    keep_label[ids[order][first]] = True
-    return keep_label[labels]
+from lightunetr_core.components import largest_components
 
 
 def binary_pseudo_label(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from lightunetr_core.devices import is_out_of_memory
+from lightunetr_core.metrics import dice_per_class
 from lightunetr_core.jobs import CancelToken, JobCancelled
 from lightunetr_core.training import distributed as ddp
 from lightunetr_core.training.checkpoint import (
@@ -110,16 +111,6 @@ def _resume_signature(config: TrainConfig, world_size: int = 1) -> dict:
             "batch_labeled": config.batch_labeled, "batch_unlabeled": config.batch_unlabeled,
             "recipe": config.recipe.recipe, "lean": config.recipe.lean, "optimizer": config.optimizer,
             "iterations": config.iterations}
-
-
-def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Dice of every foreground class; NaN where the class is absent from both."""
-    out = {}
-    for c in range(1, num_classes):
-        p, g = pred == c, label == c
-        denom = int(p.sum()) + int(g.sum())
-        out[c] = float("nan") if denom == 0 else 2.0 * float(np.logical_and(p, g).sum()) / denom
-    return out
 
 
 class Trainer:
