@@ -355,7 +355,8 @@ def cap():
     if device == "cuda":  # the same absolute budget on any GPU
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(float(fraction_or_mb) * 2**30 / total)
-    else:
+    else:  # oneDNN would report the failed allocation as "could not create a primitive": the allocator's own error instead
+        torch.backends.mkldnn.enabled = False
         with open("/proc/self/status") as f:
             vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + int(fraction_or_mb) * 2**20, resource.RLIM_INFINITY))

@@ -182,7 +182,7 @@ def postprocess_comparison(bundle, path, overlap, backend):
     from lightunetr_core.data.io import read_image
     from lightunetr_core.data.preprocessing import preprocess_case
     from lightunetr_core.inference.backends import onnxruntime_predictor
-    from lightunetr_core.inference.postprocess import labels_on_original_grid
+    from lightunetr_core.inference.input_grid import labels_on_original_grid
     from lightunetr_core.inference.sliding import predict_probabilities
 
     case = preprocess_case([read_image(path)], bundle.card.plan)

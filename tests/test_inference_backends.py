@@ -23,7 +23,7 @@ from lightunetr_core.inference import (
     segment_image,
 )
 from lightunetr_core.inference.backends import onnx_cache_dir, onnx_cache_key, prune_onnx_cache
-from lightunetr_core.inference.postprocess import labels_on_original_grid, mixed_cell_corners
+from lightunetr_core.inference.input_grid import labels_on_original_grid, mixed_cell_corners
 from lightunetr_core.jobs import CancelToken, JobCancelled
 
 pytest.importorskip("onnxruntime")
@@ -205,7 +205,7 @@ def test_boundary_only_resampling_equals_full_resampling(grid, classes):
     resampling of the differences) both equal the full per-class resampling."""
     from scipy import ndimage
 
-    from lightunetr_core.inference import postprocess
+    from lightunetr_core.inference import input_grid
 
     size, spacing, direction, target = {
         "oblique_left_handed": ((44, 38, 21), (1.6, 1.9, 2.7), rotation("z", 20) @ np.diag([1.0, -1.0, 1.0]), 2.0),
@@ -229,13 +229,13 @@ def test_boundary_only_resampling_equals_full_resampling(grid, classes):
     for logits in (compact, dense):
         p = np.exp(logits - logits.max(0))
         p = (p / p.sum(0)).astype(np.float32)
-        fractions.append(postprocess.mixed_cell_corners(p.argmax(0).astype(np.uint8)).mean())
+        fractions.append(input_grid.mixed_cell_corners(p.argmax(0).astype(np.uint8)).mean())
         reference = case.argmax_on_original_grid(p)
         fast = labels_on_original_grid(case, p)
         assert fast.shape == reference.shape == size and fast.dtype == np.uint8
         assert len(np.unique(reference)) == classes
         assert np.count_nonzero(fast != reference) <= max(1, reference.size // 100000)  # ties/rounding only
-    assert fractions[0] < postprocess._DIRECT_ABOVE < fractions[1]  # both code paths ran
+    assert fractions[0] < input_grid._DIRECT_ABOVE < fractions[1]  # both code paths ran
 
 
 def test_no_resampling_when_grids_coincide():

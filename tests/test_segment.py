@@ -435,3 +435,21 @@ def test_dense_stride_segments_like_overlap_and_bad_stride_is_refused(bundle, bu
                               "--stride", "64", "8", "8")
     assert rc == 2 and events[-1]["event"] == "error" and "--stride" in events[-1]["message"]
     assert not (tmp_path / "out").exists()
+
+
+def test_inference_options_round_trip_through_the_command_line():
+    """The Slicer job builds its arguments with to_cli_args; the CLI reads them back with from_cli_args."""
+    from lightunetr_core.cli import build_parser
+    from lightunetr_core.inference import InferenceOptions
+    from lightunetr_core.vocabulary import InputError
+
+    for options in (InferenceOptions(device="cpu"),
+                    InferenceOptions(overlap=0.25, tta_flips=True, largest_component=True, return_uncertainty=True,
+                                     return_probabilities=True, roi=(1.5, -2.0, 3.0, 40.0, 50.25, 60.0),
+                                     sw_batch_size=4, device="cuda:1", backend="torch", threads=3, blend="constant"),
+                    InferenceOptions(stride=(18, 18, 4), device="auto")):
+        args = build_parser().parse_args(["segment", "in.nii.gz", "-m", "m.lightunetr", "-o", "out",
+                                          *options.to_cli_args()])
+        assert InferenceOptions.from_cli_args(args) == options
+    with pytest.raises(InputError, match="overlap"):
+        InferenceOptions(overlap=1.0)

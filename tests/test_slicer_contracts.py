@@ -725,3 +725,30 @@ def test_checker_reports_missing_classes_properties_and_api():
     assert sorted({p.split(":")[0] for p in problems}) == ["line 1", "line 3", "line 4", "line 5"], problems
     combo = OLD_UI
     assert check_bound_widgets_not_filled_by_code(combo, 'self.ui.deviceComboBox.addItems(["auto", "cpu"])')
+
+
+def test_slicer_side_engine_imports_do_not_import_torch():
+    """The network never runs in Slicer's process (docs/slicer.md): every lightunetr_core module the modules
+    import (the self-test scenarios aside, which build models on purpose) loads with torch unavailable."""
+    import subprocess
+
+    modules = set()
+    for path in _slicer_side_files():
+        if path.name in ("scenarios.py", "effectscenarios.py") or path.parent.name == "Python":
+            continue
+        for node in ast.walk(ast.parse(_read(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightunetr_core"):
+                modules.add(node.module)
+            elif isinstance(node, ast.Import):
+                modules |= {a.name for a in node.names if a.name.startswith("lightunetr_core")}
+    assert "lightunetr_core.inference.options" in modules and "lightunetr_core.bundle" in modules, modules
+    code = ("import sys, importlib\nsys.modules['torch'] = None  # any import of torch raises ImportError\n"
+            f"for name in {sorted(modules)!r}:\n    importlib.import_module(name)\n"
+            # what the model list calls on every card (read_model_card → ModelCard.validate)
+            "from lightunetr_core.bundle import ModelCard, default_labels\n"
+            "ModelCard(name='m', architecture='lightunetr', architecture_args={'in_channels': 1, 'num_classes': 2},"
+            " patch_size=[32, 32, 32], preprocessing={'target_spacing': None, 'normalization': [{'kind': 'zscore'}]},"
+            " input_channels=['MR'], labels=default_labels(['background', 'organ'])).validate()\n"
+            "print('torch-free:', len(sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -270,6 +270,9 @@ with open("/proc/self/status") as f:
 # what one 96^3 CSE step needs (about 2.5 GiB on CPU).
 resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[1]) * 2**20, resource.RLIM_INFINITY))
 args = build_parser().parse_args(sys.argv[2:])
+# oneDNN reports a failed allocation as "could not create a primitive"; without it the allocator's own
+# error comes, wherever the step runs out.
+import torch; torch.backends.mkldnn.enabled = False  # noqa: E702
 sys.exit(args.func(args))
 """
 

@@ -27,6 +27,8 @@ import os
 import shutil
 
 import slicer
+from lightunetr_core.inference.options import InferenceOptions
+from lightunetr_core.vocabulary import InputError
 
 from . import generated, jobrunner, modelinstall, segments, volumeio
 from .models import ModelError, ModelInfo, ModelLibrary, read_model_info
@@ -203,17 +205,16 @@ class SegmentationJob:
             self._fail(str(exc))
             return self
         out = os.path.join(self.workdir, "result.nrrd")
-        args = [*inputs, "-m", self.model.path, "-o", out, "--device", self.device,
-                "--overlap", str(self.options.get("overlap", 0.5))]
-        if self.options.get("uncertainty"):
-            args.append("--uncertainty")
-        if self.options.get("largestComponent"):
-            args.append("--largest-component")
-        if self.options.get("tta"):
-            args.append("--tta")
-        if self.options.get("threads"):
-            args += ["--threads", str(int(self.options["threads"]))]
-        cmd = jobrunner.core_command("segment", *args, python=self.logic.python)
+        try:
+            engine = InferenceOptions(
+                overlap=float(self.options.get("overlap", 0.5)), return_uncertainty=bool(self.options.get("uncertainty")),
+                largest_component=bool(self.options.get("largestComponent")), tta_flips=bool(self.options.get("tta")),
+                threads=self.options.get("threads") or None, device=self.device)
+        except (InputError, TypeError, ValueError) as exc:
+            self._fail(f"Invalid option: {exc}")
+            return self
+        cmd = jobrunner.core_command("segment", *inputs, "-m", self.model.path, "-o", out, *engine.to_cli_args(),
+                                     python=self.logic.python)
         env = jobrunner.job_environment(self.logic.extraEnvironment, cpu_only=(self.device == "cpu"))
         self.runner = jobrunner.JobRunner(cmd, env=env, on_event=self._on_event, on_finished=self._on_runner_finished,
                                           grace_s=self.logic.cancelGraceSeconds, name="segment")

@@ -233,12 +233,9 @@ def run(args: argparse.Namespace) -> int:
     bad_input: tuple = (InputError, OutputExistsError)  # exit 2; anything else is a bug (exit 1)
     case_index = 0
     try:
-        if not 0.0 <= args.overlap < 1.0:
-            raise InputProblem(f"--overlap {args.overlap} must be in [0, 1)")
-        if args.sw_batch_size < 1:
-            raise InputProblem("--sw-batch-size must be at least 1")
-        if args.threads is not None and args.threads < 1:
-            raise InputProblem("--threads must be at least 1")
+        from lightunetr_core.inference.options import InferenceOptions
+
+        options = InferenceOptions.from_cli_args(args)  # checks the values (an InputError names the option)
 
         # Pre-flight: everything checkable without heavy work, so a bad input writes nothing.
         card = read_model_card(args.model)
@@ -275,31 +272,21 @@ def run(args: argparse.Namespace) -> int:
                     "Choose another output or pass --overwrite."
                 )
 
-        import torch
-
         from lightunetr_core.atomic import atomic_output
+        from lightunetr_core.inference import Segmenter, select_device
         from lightunetr_core.inference.statistics import label_statistics, review_score
-        from lightunetr_core.inference import (
-            BackendUnavailableError,
-            resolve_backend,
-            segment_image,
-            select_device,
-        )
 
         if args.threads:
-            torch.set_num_threads(args.threads)
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
         try:
             device = select_device(args.device)
         except ValueError as exc:
             raise InputProblem(str(exc)) from None
-        try:
-            backend = resolve_backend(args.backend, device)
-        except BackendUnavailableError as exc:
-            raise InputProblem(str(exc)) from None
         events.started(total=len(cases), config=config)
-        events.stage("load", f"loading model {card.name} on {device} ({backend})")
-        bundle = load_bundle(args.model, device=device)
+        segmenter = Segmenter(load_bundle(args.model, device=device), options.replace(device=str(device)),
+                              log=lambda message: events.log(
+                                  message, level="info" if message.startswith("exporting the network") else "warning"))
+        events.stage("load", f"loaded model {card.name} on {device} ({segmenter.runtime.backend})")
 
         for case_index, (channel_paths, out) in enumerate(zip(cases, outputs)):
             cancel.raise_if_cancelled()
@@ -320,14 +307,7 @@ def run(args: argparse.Namespace) -> int:
                     events.progress(done, total, rate=done / elapsed if elapsed > 0 else None, case=_case,
                                     cases=len(cases), unit="window")
 
-            result = segment_image(
-                bundle, images, overlap=args.overlap, stride=args.stride, blend=args.blend, tta_flips=args.tta,
-                largest_component=args.largest_component, roi=args.roi,
-                return_probabilities=args.probabilities, return_uncertainty=args.uncertainty,
-                sw_batch_size=args.sw_batch_size, device=device, backend=backend, progress=progress, cancel=cancel,
-                log=lambda message: events.log(message, level="info" if message.startswith("exporting the network")
-                                               else "warning"),
-            )
+            result = segmenter.segment(images, progress=progress, cancel=cancel)
             cancel.raise_if_cancelled()
             events.stage("write", f"case {case_index + 1}/{len(cases)}: writing", case=case_index)
             case_written: list[Path] = []
