@@ -1,5 +1,5 @@
-"""CSE pieces against the spec (§3.2–3.8): AGR boxes/probabilities, SMC masks and thresholds, losses
-against hand-computed values, pseudo-labels, schedule, and one training step per recipe/model/K."""
+"""CSE pieces against the authors' code_cse (train_cse_withval.py and its helpers): AGR boxes/probabilities,
+SMC masks and thresholds, losses against hand-computed values, pseudo-labels, schedule, and one training step per recipe/model/K."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from lightunetr_core.training.recipes import RecipeConfig, make_thresholds, trai
 torch.set_num_threads(1)
 
 
-# ---------------------------------------------------------------- AGR (§3.5)
+# ---------------------------------------------------------------- AGR (utils/BCP_utils.py soft_attention_mask)
 def test_reference_candidates_la_and_96():
     c = agr.reference_candidates((112, 112, 80))
     assert c.starts == ((0, 19, 38), (0, 19, 38), (0, 13, 26))
@@ -100,7 +100,7 @@ def test_paper_box_one_per_image():
     assert m[1, 0, 32:, 32:, 32:].all() and m[1].sum() == 16 ** 3
 
 
-# ---------------------------------------------------------------- SMC (§3.6)
+# ---------------------------------------------------------------- SMC (dataloaders/masking.py)
 def test_smc_mask_statistics_la():
     g = torch.Generator().manual_seed(0)
     assert smc.smc_grid_shape((112, 112, 80)) == (7, 7, 5)
@@ -145,7 +145,7 @@ def test_smc_loss_reference_counts_ignored_as_zero():
     assert smc.smc_loss_reference(logits, target, keep).item() == pytest.approx(-math.log(0.8) / 2, rel=1e-5)
 
 
-# ---------------------------------------------------------------- losses (§3.7)
+# ---------------------------------------------------------------- losses (utils/losses.py)
 P = torch.tensor([[0.8, 0.3], [0.2, 0.7]])  # (K=2, voxels=2)
 LOGITS = torch.log(P).reshape(1, 2, 2, 1, 1)
 PROBS = P.reshape(1, 2, 2, 1, 1)
@@ -185,7 +185,7 @@ def test_losses_multiclass_shapes():
     assert ce.item() > 0 and 0 < dice.item() < 1 and perfect.item() == pytest.approx(0, abs=1e-6)
 
 
-# ---------------------------------------------------------------- pseudo-labels (§3.4)
+# ---------------------------------------------------------------- pseudo-labels
 def test_binary_pseudo_label_lcc_26_connectivity_per_sample():
     probs = torch.zeros(2, 2, 10, 10, 10)
     probs[:, 0] = 1
@@ -223,7 +223,7 @@ def test_multiclass_pseudo_label_per_class_lcc():
     assert out[0, 8, 8, 8] == 0 and out[0, 0, 6, 0] == 0
 
 
-# ---------------------------------------------------------------- views (§3.2)
+# ---------------------------------------------------------------- views
 def test_strong_view_reference_and_paper():
     g = torch.Generator().manual_seed(0)
     n = 64
@@ -274,7 +274,7 @@ def test_reference_recipe_samples_labelled_crops_uniformly_by_default():
     assert foreground_oversample(parser.parse_args(base + ["--foreground-oversample", "0.5"])) == 0.5
 
 
-# ---------------------------------------------------------------- schedule (§3.8)
+# ---------------------------------------------------------------- schedule
 def test_schedule_values():
     assert schedule.lr_after(1) == pytest.approx(0.01 / 500)
     assert schedule.lr_after(499) == pytest.approx(0.01 * 499 / 500)
@@ -289,7 +289,7 @@ def test_schedule_values():
     assert sched.step() == pytest.approx(2e-5)
 
 
-# ---------------------------------------------------------------- one step (§3.3)
+# ---------------------------------------------------------------- one step
 PATCH = (32, 32, 32)
 
 

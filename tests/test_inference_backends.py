@@ -260,7 +260,7 @@ def test_mixed_cell_corners():
 def test_stride_places_windows_like_the_reference_dense_test():
     from lightunetr_core.inference.sliding import count_windows, overlap_for_stride
 
-    # Reference (spec §3.10): n = ceil((S − P)/stride) + 1 per axis; LA 150×150×88 → 4×4×3 = 48 windows.
+    # The authors' test_single_case: n = ceil((S − P)/stride) + 1 per axis; LA 150×150×88 → 4×4×3 = 48 windows.
     overlap = overlap_for_stride((18, 18, 4), (112, 112, 80))
     assert count_windows((150, 150, 88), (112, 112, 80), overlap) == 4 * 4 * 3
     # Pancreas-CT: 16, 16, 4 on 96³ patches; a 130×120×101 volume → 4×3×3... computed from the formula.

@@ -1,7 +1,7 @@
 """Label specifications (value, name, colour, terminology) and import of a result labelmap file into a
 segmentation node.
 
-Import route (slicer-patterns §2.3): a user colour table whose colour names are the label names is set
+Import route (as SlicerNNUnet and SlicerMONAIAuto3DSeg import their results): a user colour table whose colour names are the label names is set
 as the segmentation's labelmap-conversion colour table, then the segmentation storage node reads the
 labelmap file, so every label value becomes a segment whose ID and name are the label name. The file is
 first read into a *temporary* segmentation node; the output node is changed only after that worked, so a

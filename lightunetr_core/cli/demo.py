@@ -232,7 +232,7 @@ def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None,
         spacing = reference_image.GetSpacing()[::-1]
         row = {"id": case.id, "dice": {}, "hd95_mm": {}}
         for method, bundle in loaded.items():
-            # Largest connected component per class, as the reference's test protocol (spec §3.10).
+            # Largest connected component per class, as the authors' test protocol (code_cse/utils/test_3d_patch_fixmatch.py).
             result = segment_image(bundle, [str(p) for p in case.images], cancel=cancel, device=device,
                                    largest_component=True)
             Path(seg_dir, method).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Random training patches from a :class:`~lightunetr_core.data.cache.PreparedDataset` (spec §3.1–3.2).
+"""Random training patches from a :class:`~lightunetr_core.data.cache.PreparedDataset` (the crops of the authors' code_cse/dataloaders/).
 
 :class:`PatchSampler` draws mini-batches of crops:
 

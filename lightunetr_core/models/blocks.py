@@ -1,4 +1,5 @@
-"""Building blocks of Light-UNETR and Light-UNETR-L (spec §1.3, §2).
+"""Building blocks of Light-UNETR and Light-UNETR-L (``LightUNETRBlock`` and the Light-UNETR-L blocks of the authors'
+code_cse/networks/).
 
 Tensors are ``(B, C, X, Y, Z)`` everywhere. Each block is small and documented so that the macro
 networks in :mod:`lightunetr.py <lightunetr_core.models.lightunetr>` and

@@ -3,7 +3,7 @@
 PyTorch counts convolutions (transposed ones correctly: input elements × C_out/groups × k³) and
 matrix products; normalisations, activations and element-wise ops are not counted. One MAC =
 one multiply-add = 2 FLOPs. The paper's 4.29 G for Light-UNETR is a thop count, which over-counts
-stride = kernel transposed convolutions by k³ (spec §4.1); see the README.
+stride = kernel transposed convolutions by k³ (thop's convention, which the paper's 4.29 G uses); see the README.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Light-UNETR, the lightweight transformer U-Net of the paper as used for semi-supervised training
-(spec §1). Layout ``(B, C, X, Y, Z)``; logits are raw (apply softmax yourself)."""
+(code_cse/networks/lightunetr.py of the authors' repository CUHK-AIM-Group/Light-UNETR). Layout ``(B, C, X, Y, Z)``; logits are raw (apply softmax yourself)."""
 
 from __future__ import annotations
 

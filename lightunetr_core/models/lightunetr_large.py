@@ -1,5 +1,5 @@
 """Light-UNETR-L: a MedNeXt-style 5-level U-Net whose 1/4, 1/8 and 1/16 levels use Light-UNETR
-blocks (spec §2). Layout ``(B, C, X, Y, Z)``; logits are raw."""
+blocks (code_cse/networks/lightunetr_large.py of the authors' repository). Layout ``(B, C, X, Y, Z)``; logits are raw."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Loading the authors' checkpoints (CUHK-AIM-Group/Light-UNETR) into our networks.
 
-The reference state dicts use the reference's module names (spec §1.6); our modules have names that
+The reference state dicts use the reference's module names (code_cse/networks/lightunetr.py); our modules have names that
 say what they are. The maps below translate one into the other; shapes are identical.
 """
 

@@ -1,4 +1,5 @@
-"""Input-size rules shared by both networks (spec §1.5).
+"""Input-size rules shared by both networks (the hard-coded shapes of code_cse/networks/lightunetr.py: every axis a multiple
+of 16).
 
 Every spatial axis must be a multiple of 16 (LIDR reductions at 1/4 and 1/8). At 1/16 an odd grid
 axis is zero-padded by one voxel at its end and cropped back later; this generalises the reference's

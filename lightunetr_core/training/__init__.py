@@ -1,4 +1,4 @@
-"""CSE semi-supervised training (spec §3): views, SMC, AGR, losses, recipes, schedule, checkpoints,
+"""CSE semi-supervised training (the authors' code_cse/train_cse_withval.py): views, SMC, AGR, losses, recipes, schedule, checkpoints,
 the trainer loop and distributed helpers. See docs/training.md.
 
 The recipe names below are imported on first use (PEP 562), so that the torch-free modules of this package

@@ -1,5 +1,5 @@
 """Attention-Guided Replacement: choose the box where labelled content replaces unlabelled content
-(spec §3.5).
+(``soft_attention_mask`` in the authors' code_cse/utils/BCP_utils.py, called with ``mask_ratio=2/3``).
 
 Reference (``soft_attention_mask`` with ratio 2/3):
   box side per axis ``s = int(size·2/3)``; a 3×3×3 grid of **overlapping** candidates with starts

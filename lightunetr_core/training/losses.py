@@ -1,4 +1,4 @@
-"""Loss functions of the CSE recipes (spec §3.7), for any number of classes K.
+"""Loss functions of the CSE recipes (code_cse/utils/losses.py and ``mix_loss`` in code_cse/utils/BCP_utils.py), for any number of classes K.
 
 * :func:`dice_sq_loss` — supervised Dice with squared denominator, per class over the whole batch:
   ``1 − (2Σp·y + 1e−10)/(Σp² + Σy² + 1e−10)``, averaged over classes (background included).

@@ -1,4 +1,5 @@
-"""Pseudo-labels for Attention-Guided Replacement (spec §3.4, §6.1 items 4 and 7).
+"""Pseudo-labels for Attention-Guided Replacement (the pseudo-labels of the authors' code_cse/train_cse_withval.py; the
+multi-class form is ours: the authors' code handles two classes).
 
 * :func:`binary_pseudo_label` — the reference: ``p(class 1) ≥ 0.5`` then the largest connected
   component (26-connectivity) per sample; an empty foreground stays empty.

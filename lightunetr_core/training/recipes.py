@@ -1,4 +1,5 @@
-"""One training step of each recipe (spec §3.3, §6.1 item 6).
+"""One training step of each recipe (one iteration of the authors' code_cse/train_cse_withval.py: four forward
+passes of one shared network, no EMA).
 
 ``"reference"`` — CSE exactly as the authors' code (4 passes, one shared network, no EMA):
 

@@ -1,4 +1,5 @@
-"""Optimiser and learning-rate schedule (spec §3.8).
+"""Optimiser and learning-rate schedule (the authors' code_cse/train_cse_withval.py: SGD, lr 0.01, momentum 0.9,
+weight decay 1e-4).
 
 SGD, lr 0.01, momentum 0.9, weight decay 1e−4. The schedule is applied **after** each step: after
 iteration t (1-based) the lr of the next step is ``base·t/warmup`` while t < warmup, then

@@ -1,4 +1,4 @@
-"""Spatial Masking Consistency (spec §3.6).
+"""Spatial Masking Consistency (``Masking`` in the authors' code_cse/dataloaders/masking.py: block 16, ratio 0.5).
 
 * :func:`smc_mask` — per sample a coarse grid ``round(X/16)×round(Y/16)×round(Z/16)`` of U(0, 1),
   keep = value > ratio, upsampled trilinearly (``align_corners=False``) to the patch: a smooth random

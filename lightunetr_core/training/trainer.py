@@ -138,7 +138,7 @@ class Trainer:
         c = self.config
         torch.manual_seed(c.seed)  # identical initial weights on every rank
         if torch.cuda.is_available():
-            # As the reference (spec §3.1): reproducible cuDNN kernels on the GPU.
+            # As the authors' train_cse_withval.py: reproducible cuDNN kernels on the GPU.
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         model = build_model(c.architecture, **c.architecture_args)

@@ -1,4 +1,5 @@
-"""Weak and strong views of a training crop (spec §3.2).
+"""Weak and strong views of a training crop (the authors' code_cse/dataloaders/pancreas.py and volumentations/: gamma and
+noise on the whole volume, then the crop).
 
 The weak view is the crop itself. The strong view depends on the recipe:
 
