@@ -3,7 +3,7 @@ Editor effect.
 
 Thin Slicer module: the widget wires the .ui to the Qt-free :mod:`LightUNETRSegmentationLib.logic`
 (tested with pytest against a real MRML scene from slicer-core). Every Slicer/Qt/CTK call here was looked
-up in Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); tests/test_slicer_contracts.py
+up in Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); Testing/pytest/test_slicer_contracts.py
 checks the rules that can be checked without Slicer (which widget and annotation pairs bind, which
 methods exist). The self-test at the bottom runs in a real Slicer.
 """

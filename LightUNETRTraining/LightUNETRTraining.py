@@ -3,7 +3,7 @@ Slicer.
 
 Thin Slicer module: the widget wires the .ui to :mod:`LightUNETRTrainingLib.logic`, which is Qt-free and
 tested with pytest against a real MRML scene (slicer-core). Every Slicer/Qt/CTK call here was looked up in
-Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); tests/test_slicer_contracts.py checks
+Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); Testing/pytest/test_slicer_contracts.py checks
 the rules that can be checked without Slicer. The self-test at the bottom runs the shared scenarios
 (:mod:`LightUNETRTrainingLib.scenarios`) inside a real Slicer.
 """

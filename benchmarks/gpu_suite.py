@@ -449,7 +449,7 @@ SECTIONS = {
 # ------------------------------------------------------------------------------------------------ report
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"# LightUNETR GPU suite — {env.get('gpu', env['device'])}", "",
+    lines = [f"# LightUNETR GPU suite - {env.get('gpu', env['device'])}", "",
              f"{env['date']}; driver {env.get('driver')}; torch {env['torch']} (CUDA {env['cuda']}, cuDNN {env['cudnn']}); "
              f"MONAI {env.get('monai')}; {'DRY RUN (CPU, tiny sizes: figures mean nothing)' if report['dry_run'] else ''}",
              "", "| figure | measured | goal |", "|---|---|---|"]

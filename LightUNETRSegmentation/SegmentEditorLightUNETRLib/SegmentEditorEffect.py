@@ -4,7 +4,7 @@ inside Slicer, as a module named after this folder (``qSlicerSegmentEditorScript
 so this folder is not a package and nothing imports it.
 
 Every call below into Slicer was looked up in Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md,
-"API audit"); the tests in tests/test_slicer_contracts.py check the ones that can be checked without Slicer.
+"API audit"); the tests in Testing/pytest/test_slicer_contracts.py check the ones that can be checked without Slicer.
 """
 
 import os

@@ -2,7 +2,7 @@
 
 SimpleITK (ITK 5.4) reads some damaged files without an error, filling what is missing with zeros: a
 ``.nii.gz`` cut short, an uncompressed ``.nii`` cut short, and compressed NRRD / MetaImage files whose
-compressed bytes were overwritten (seen with SimpleITK 2.5; tests/test_integrity.py builds each case). A
+compressed bytes were overwritten (seen with SimpleITK 2.5; Testing/pytest/test_bad_inputs.py builds each case). A
 model would segment such an image and training would learn from it. So before reading, every compressed
 stream is decompressed to its end — gzip and bzip2 check their CRC, zlib its Adler-32 — and the number
 of decompressed (or stored) bytes is compared with what the header declares (voxels × bytes per voxel).

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 for sub in ("LightUNETRSegmentation", "LightUNETRTraining"):
     path = os.path.join(REPO, sub)
     if os.path.isdir(path) and path not in sys.path:

@@ -235,7 +235,7 @@ def test_zip_refuses_traversal_extra_members_and_changed_weights(tiny_bundle, tm
 
 def test_catalog_runtime_benchmark_runs(tmp_path):
     """The benchmark that fills the catalog's run times, on one preset (so it cannot rot)."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "catalog_runtime.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "catalog_runtime.py"
     out = subprocess.run([sys.executable, str(script), "--presets", "la", "--repeats", "1", "--threads", "1"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

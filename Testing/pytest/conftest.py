@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # CI and developers have the project's shared folder (spec, fixtures) beside the clone.
 SHARED = REPO_ROOT.parent / "shared"
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = ["LightUNETRSegmentation", "LightUNETRTraining"]
 PACKAGED = (".py", ".ui", ".png", ".svg", ".json", ".csv", ".txt")
 
@@ -64,7 +64,7 @@ def test_top_level_cmake_declares_extension():
 def test_icons_are_128px_png():
     import sys
 
-    sys.path.insert(0, os.path.join(REPO, "tests", "slicer_scene"))
+    sys.path.insert(0, os.path.join(REPO, "Testing", "pytest", "slicer_scene"))
     from make_icons import ICONS, draw, read_png
 
     for rel, kind in ICONS.items():

@@ -1,6 +1,6 @@
 """Draw the extension's 128x128 icons with numpy and write them with a small PNG writer (zlib).
 
-Run ``python tests/slicer_scene/make_icons.py`` from the repository root to regenerate them; the test suite
+Run ``python Testing/pytest/slicer_scene/make_icons.py`` from the repository root to regenerate them; the test suite
 checks that they exist, are valid 128x128 RGBA PNGs and match what this script draws.
 """
 
@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 SIZE = 128
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def write_png(path: str, rgba: np.ndarray) -> None:

@@ -189,7 +189,7 @@ def test_ui_has_the_widgets_the_module_uses():
     import re
     import xml.etree.ElementTree as ET
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "LightUNETRTraining")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "LightUNETRTraining")
     names = {w.get("name") for w in ET.parse(os.path.join(root, "Resources", "UI", "LightUNETRTraining.ui")).iter("widget")}
     with open(os.path.join(root, "LightUNETRTraining.py"), encoding="utf-8") as f:
         source = f.read()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 MODULES = {  # module → (.ui file, module file)
     "LightUNETRSegmentation": ("Resources/UI/LightUNETRSegmentation.ui", "LightUNETRSegmentation.py"),
     "LightUNETRTraining": ("Resources/UI/LightUNETRTraining.ui", "LightUNETRTraining.py"),
@@ -487,7 +487,7 @@ def _slicer_side_files():
     for module in MODULES:
         for path in sorted((REPO / module).rglob("*.py")):
             yield path
-    yield from sorted((REPO / "Testing").rglob("*.py"))
+    yield from sorted((REPO / "Testing" / "Python").rglob("*.py"))  # the Slicer self-tests
 
 
 # ====================================================================================================== tests
