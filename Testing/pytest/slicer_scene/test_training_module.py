@@ -232,3 +232,23 @@ def test_console_api_setup_and_run(scene, tmp_path, logic):
     assert job.status == "failed" and "No unlabelled case" in job.message and job.runner is None
     with pytest.raises(ValueError, match="Unknown training option"):
         logic.run(pairs, [], {"iters": 2})
+
+
+def test_generated_nodes_are_kept_out_of_the_inputs(scene, logic):
+    """An uncertainty map LightUNETR made is neither a volume to segment nor a training case."""
+    from LightUNETRSegmentationLib import generated
+    from LightUNETRSegmentationLib import scenarios as seg_scenarios
+
+    volume = seg_scenarios.add_volume("patient", seg_scenarios.test_pattern().astype(np.float32), "oblique")
+    uncertainty = seg_scenarios.add_volume("patient uncertainty", seg_scenarios.test_pattern().astype(np.float32),
+                                           "oblique")
+    assert [r.volume for r in logic.caseTable().rows] == [volume, uncertainty]  # unmarked: a volume like any other
+    generated.mark_generated(uncertainty, "MyModel", "uncertainty")
+    assert logic.segmentationLogic.inputVolumes() == [volume]
+    assert [r.volume for r in logic.caseTable().rows] == [volume]
+
+
+def test_ai_segmentations_are_unlabelled_until_reviewed(scene):
+    """Edited, completed, flagged or confirmed with Mark reviewed: the review state of AI segments decides."""
+    table = scenarios.review_scenario()
+    assert {r.name: r.role for r in table.rows} == {"own": "labeled", "ai": "labeled", "free": "unlabeled"}
