@@ -38,6 +38,17 @@ LARGE = [
 ]
 
 
+def random_batch(patch, device, generator, labeled: int = 2, unlabeled: int = 2) -> tuple[dict, dict]:
+    """A labelled and an unlabelled batch of random crops (the sampler's fields) on ``device``."""
+    import torch
+
+    lab = {"image": torch.randn(labeled, 1, *patch, generator=generator).to(device),
+           "label": torch.randint(0, 2, (labeled, *patch), generator=generator).to(device)}
+    unl = {"image": torch.randn(unlabeled, 1, *patch, generator=generator).to(device),
+           "volume_min": torch.full((unlabeled, 1), -4.0), "volume_max": torch.full((unlabeled, 1), 4.0)}
+    return lab, unl
+
+
 def worker(arch: str, recipe: str, lean: bool, bf16: bool, patch, device: str, warmup: int, repeats: int) -> dict:
     import resource
 
@@ -62,10 +73,7 @@ def worker(arch: str, recipe: str, lean: bool, bf16: bool, patch, device: str, w
     model = model.to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(1)
-    lab = {"image": torch.randn(2, 1, *patch, generator=g).to(dev),
-           "label": torch.randint(0, 2, (2, *patch), generator=g).to(dev)}
-    unl = {"image": torch.randn(2, 1, *patch, generator=g).to(dev),
-           "volume_min": torch.full((2, 1), -4.0), "volume_max": torch.full((2, 1), 4.0)}
+    lab, unl = random_batch(patch, dev, g)
     cfg = RecipeConfig("reference" if recipe == "supervised" and arch == "segresnet" else recipe, lean=lean, bf16=bf16)
     thresholds = make_thresholds(cfg, 2, patch, dev)
 

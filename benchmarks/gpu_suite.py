@@ -204,6 +204,7 @@ def section_whole_volume(device, size, work: Path) -> dict:
 
 def _cse_setup(device, patch, lean=False, bf16=False, seed=0):
     import torch
+    from cse_step_benchmark import random_batch
 
     from lightunetr_core.models import LightUNETR
     from lightunetr_core.training.recipes import RecipeConfig, make_thresholds
@@ -211,11 +212,7 @@ def _cse_setup(device, patch, lean=False, bf16=False, seed=0):
     torch.manual_seed(seed)
     model = LightUNETR(patch_size=patch).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(1)
-    labeled = {"image": torch.randn(2, 1, *patch, generator=g).to(device),
-               "label": torch.randint(0, 2, (2, *patch), generator=g).to(device)}
-    unlabeled = {"image": torch.randn(2, 1, *patch, generator=g).to(device),
-                 "volume_min": torch.full((2, 1), -4.0), "volume_max": torch.full((2, 1), 4.0)}
+    labeled, unlabeled = random_batch(patch, device, torch.Generator().manual_seed(1))
     config = RecipeConfig("reference", lean=lean, bf16=bf16)
     return model, optimizer, labeled, unlabeled, config, make_thresholds(config, 2, patch, device)
 
