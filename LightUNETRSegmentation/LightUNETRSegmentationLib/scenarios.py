@@ -240,6 +240,24 @@ def end_to_end_scenario(logic, tmpdir, bundle, geometry="left-handed-oblique", t
     return job
 
 
+def file_values_at_ras(image, ras_points, tol=1e-3):
+    """Values of a SimpleITK image (a file read back) at RAS points that must be its voxel centres: the
+    file's own LPS geometry, independent of Slicer's reader. Raises AssertionError if a point is off its grid."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(image)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    lps = np.asarray(ras_points) * np.array([-1.0, -1.0, 1.0])
+    ijk = np.linalg.solve(direction @ np.diag(image.GetSpacing()), (lps - np.array(image.GetOrigin())).T).T
+    rounded = np.rint(ijk)
+    if np.abs(ijk - rounded).max() >= tol:
+        raise AssertionError(f"points off the file's voxel grid by {np.abs(ijk - rounded).max():.4f} voxel")
+    idx = rounded.astype(int)
+    if (idx < 0).any() or (idx >= np.array(arr.shape[::-1])).any():
+        raise AssertionError("points outside the file's image")
+    return arr[idx[:, 2], idx[:, 1], idx[:, 0]]
+
+
 def values_at_ras_array(volumeNode, array_kji, ras_points, tol=1e-3):
     """Like :func:`values_at_ras` for another KJI array on the grid of ``volumeNode``."""
     m = vtk.vtkMatrix4x4()

@@ -12,11 +12,10 @@ import os
 import numpy as np
 import slicer
 
-from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume
+from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume, file_values_at_ras
 
 CLASSES = ("Organ", "Tumor")
 COLORS = {"Organ": (0.2, 0.8, 0.3), "Tumor": (0.9, 0.1, 0.6)}  # not the engine's default palette
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def synthetic_case(shape_kji=(34, 36, 33), seed=0):
@@ -190,11 +189,11 @@ def export_check_scenario(tmpdir):
         files = result.files[cid]
         ras, values = _voxel_table(vol)
         img = sitk.ReadImage(files["image"])
-        got = _sitk_values_at_ras(img, ras)
+        got = file_values_at_ras(img, ras)
         _expect(np.array_equal(got, values), f"{cid}: image voxels differ")
         if lab is not None:
             lab_img = sitk.ReadImage(files["label"])
-            got = _sitk_values_at_ras(lab_img, ras)
+            got = file_values_at_ras(lab_img, ras)
             _expect(np.array_equal(got, lab.ravel()), f"{cid}: {np.count_nonzero(got != lab.ravel())} label voxels differ")
             _expect(lab_img.GetSize() == img.GetSize(), f"{cid}: label grid size")
     return result
@@ -359,22 +358,6 @@ def _voxel_table(volumeNode):
     from LightUNETRSegmentationLib.scenarios import physical_voxel_table
 
     return physical_voxel_table(volumeNode)
-
-
-def _sitk_values_at_ras(img, ras, tol=1e-3):
-    import SimpleITK as sitk
-
-    arr = sitk.GetArrayFromImage(img)
-    D = np.array(img.GetDirection()).reshape(3, 3)
-    S = np.diag(img.GetSpacing())
-    O = np.array(img.GetOrigin())
-    lps = ras @ LPS_FROM_RAS.T
-    ijk = np.linalg.solve(D @ S, (lps - O).T).T
-    r = np.rint(ijk)
-    _expect(np.abs(ijk - r).max() < tol, f"points off the file's voxel grid by {np.abs(ijk - r).max():.4f} voxel")
-    r = r.astype(int)
-    _expect((r >= 0).all() and (r < np.array(arr.shape[::-1])).all(), "points outside the file's image")
-    return arr[r[:, 2], r[:, 1], r[:, 0]]
 
 
 def _expect(cond, message):

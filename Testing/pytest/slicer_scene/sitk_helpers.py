@@ -6,6 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LightUNETRSegmentationLib.scenarios import GEOMETRIES
+from LightUNETRSegmentationLib.scenarios import file_values_at_ras as values_at_ras  # noqa: F401 (tests import it from here)
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -31,20 +32,6 @@ def voxel_table_ras(img):
     ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=0)
     lps = (D @ S @ ijk).T + O
     return lps @ LPS_FROM_RAS.T, arr.ravel()
-
-
-def values_at_ras(img, ras, tol=1e-3):
-    arr = sitk.GetArrayFromImage(img)
-    D = np.array(img.GetDirection()).reshape(3, 3)
-    S = np.diag(img.GetSpacing())
-    O = np.array(img.GetOrigin())
-    lps = ras @ LPS_FROM_RAS.T
-    ijk = np.linalg.solve(D @ S, (lps - O).T).T
-    r = np.rint(ijk)
-    assert np.abs(ijk - r).max() < tol, "points are off the voxel grid"
-    r = r.astype(int)
-    assert (r >= 0).all() and (r < np.array(arr.shape[::-1])).all(), "points outside the image"
-    return arr[r[:, 2], r[:, 1], r[:, 0]]
 
 
 def is_right_handed(img) -> bool:
