@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from lightunetr_core.atomic import write_text_atomic
-from lightunetr_core.vocabulary import IMAGE_EXTENSIONS, InputError, strip_image_extension
+from lightunetr_core.vocabulary import IMAGE_EXTENSIONS, InputError
 
 #: evaluate also reads the label formats other tools write (SimpleITK reads them).
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS + (".vtk", ".tif", ".tiff")
@@ -82,8 +82,7 @@ def register(subparsers) -> None:
 def case_name(path: str | os.PathLike) -> str:
     """File name without its image extension (``case_001.nii.gz`` → ``case_001``)."""
     name = Path(path).name
-    return strip_image_extension(name) or next(
-        (name[: -len(s)] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), Path(name).stem)
+    return next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.lower().endswith(s)), Path(name).stem)
 
 
 def _image_files(folder: Path) -> dict[str, Path]:
