@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["largest_components", "keep_largest_components"]
+__all__ = ["component_sizes", "largest_components", "keep_largest_components"]
+
+
+def component_sizes(mask: np.ndarray) -> np.ndarray:
+    """Voxel counts of the 26-connected components of one 3-D ``mask``, largest first (empty: no entries)."""
+    labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=np.ones((3, 3, 3), dtype=bool))
+    return np.sort(np.bincount(labels.ravel(), minlength=count + 1)[1:])[::-1]
 
 
 def largest_components(masks: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ softmax of the raw attention sums, mixed label ``yl·m + ŷ·(1 − m)`` from th
 ``"supervised"`` — CE + DiceSq on the labelled batch only.
 
 Labelled sample ``i % nl`` is paired with unlabelled sample ``i`` in the mix. Multi-class (K > 2) uses
-arg-max with per-class largest connected component for the AGR pseudo-label.
+arg-max for the AGR pseudo-label, with the largest connected component of the classes in
+``RecipeConfig.largest_component_classes`` (training/pseudo_labels.py).
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ class RecipeConfig:
     agr_ratio: float = REFERENCE_RATIO
     paper_tau: float = PAPER_TAU
     paper_alpha: float = PAPER_ALPHA
-    multiclass_pseudo: bool | None = None  # None: arg-max+per-class LCC when K > 2
+    # Classes whose AGR pseudo-label keeps only its largest connected component; None: every foreground
+    # class (the reference). pseudo_labels.largest_component_classes decides it from the labelled data.
+    largest_component_classes: tuple[int, ...] | None = None
     bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if self.largest_component_classes is not None:
+            self.largest_component_classes = tuple(int(c) for c in self.largest_component_classes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,7 +188,7 @@ def _reference_step(run: _Runner, xl, yl, unlabeled, config, thresholds, generat
         with torch.no_grad():
             out_u, attention = run.forward(xu, attention=True)
         p_u = torch.softmax(out_u, dim=1)
-    agr_target = agr_pseudo_label(p_u, config.multiclass_pseudo)
+    agr_target = agr_pseudo_label(p_u, config.largest_component_classes)
     box = agr_box_mask(attention, generator, "reference", spatial, ratio=config.agr_ratio)
 
     xl_pair, yl_pair = _pair(xl, nu), _pair(yl, nu)
