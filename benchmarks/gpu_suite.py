@@ -290,8 +290,7 @@ def section_resume(device, size, work: Path) -> dict:
                             validation=[], in_channels=prepared.in_channels, num_classes=prepared.num_classes,
                             labeled_count=len(prepared.labeled), unlabeled_count=len(prepared.unlabeled))
         config = TrainConfig(run_dir=run_dir, recipe=RecipeConfig("reference"), architecture="lightunetr",
-                             architecture_args={"in_channels": 1, "num_classes": prepared.num_classes,
-                                                "patch_size": list(patch)},
+                             in_channels=1, num_classes=prepared.num_classes,
                              patch_size=patch, iterations=4, val_every=0, seed=11, device=str(device), warmup=2, **kw)
         return Trainer(config, data)
 

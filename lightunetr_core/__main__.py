@@ -1,5 +1,3 @@
-import sys
+from lightunetr_core.cli import console_main
 
-from lightunetr_core.cli import main
-
-sys.exit(main())
+console_main()

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from lightunetr_core import vocabulary
+from lightunetr_core.training.request import TrainingRequest
 
 RECIPES = tuple(vocabulary.RECIPES)  # the command line's names
 ARCHITECTURES = vocabulary.ARCHITECTURES
@@ -102,23 +103,19 @@ class TrainingConfig:
             out.append("Give the model a name (letters or digits).")
         return out
 
+    def request(self, manifest: str, run_dir: str, resume: bool = False) -> TrainingRequest:
+        """The engine's request for this configuration (data and run folder from the job)."""
+        return TrainingRequest(
+            data=manifest, run_dir=run_dir, recipe=self.recipe, architecture=self.architecture,
+            iterations=int(self.iterations), patch_size=tuple(int(p) for p in self.patch_size),
+            batch_labeled=int(self.batch_labeled), batch_unlabeled=int(self.batch_unlabeled),
+            val_every=int(self.val_every), optimizer=self.optimizer, seed=int(self.seed), device=self.device,
+            name=self.name, lr=float(self.lr) if self.lr is not None else None,
+            threads=int(self.threads) if self.threads else None, init_bundle=self.init_bundle or None, resume=resume)
+
     def train_args(self, manifest: str, run_dir: str, resume: bool = False) -> list[str]:
-        """Arguments after ``lightunetr train``."""
-        args = ["--data", manifest, "-o", run_dir, "--recipe", self.recipe, "--architecture", self.architecture,
-                "--iterations", str(int(self.iterations)),
-                "--patch-size", *[str(int(p)) for p in self.patch_size],
-                "--batch-labeled", str(int(self.batch_labeled)), "--batch-unlabeled", str(int(self.batch_unlabeled)),
-                "--val-every", str(int(self.val_every)), "--optimizer", self.optimizer, "--seed", str(int(self.seed)),
-                "--device", self.device, "--name", self.name]
-        if self.lr is not None:
-            args += ["--lr", str(float(self.lr))]
-        if self.threads:
-            args += ["--threads", str(int(self.threads))]
-        if self.init_bundle:
-            args += ["--init-bundle", str(self.init_bundle)]
-        if resume:
-            args.append("--resume")
-        return args + [str(a) for a in self.extra_args]
+        """Arguments after ``lightunetr train`` (the request's, then ``extra_args``)."""
+        return self.request(manifest, run_dir, resume).to_cli_args() + [str(a) for a in self.extra_args]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -3,6 +3,7 @@ SMC masks and thresholds, losses against hand-computed values, pseudo-labels, sc
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -223,6 +224,39 @@ def test_multiclass_pseudo_label_per_class_lcc():
     assert out[0, 8, 8, 8] == 0 and out[0, 0, 6, 0] == 0
 
 
+def test_pseudo_label_keeps_every_part_of_a_two_part_class():
+    """Class 1 is two kidneys (two parts in every labelled case), class 2 one organ with a speck of annotation
+    noise: with --pseudo-label-components auto the AGR pseudo-label keeps both kidneys and still cleans class 2;
+    'largest' is the reference rule for every class, 'all' keeps every part."""
+    from lightunetr_core.training.pseudo_labels import largest_component_classes, single_structure_classes
+
+    cases = []
+    for shift in (0, 1):
+        lab = np.zeros((20, 12, 12), dtype=np.uint8)
+        lab[1 + shift:5 + shift, 2:6, 2:6] = 1  # left kidney
+        lab[14:18, 2:6, 2:6] = 1  # right kidney
+        lab[7:12, 6:11, 6:11] = 2  # one organ (125 voxels) ...
+        lab[0, 11, 11] = 2  # ... and one speck (< 5 % of it)
+        cases.append(lab)
+    assert single_structure_classes(cases, 3) == (2,)
+    assert largest_component_classes("auto", 3, cases) == (2,)
+    assert largest_component_classes("largest", 3, cases) == (1, 2)
+    assert largest_component_classes("all", 3, cases) == ()
+    assert largest_component_classes("auto", 2, cases[:1]) == (1,)  # two classes: the reference's rule
+
+    predicted = torch.from_numpy(cases[0].astype(np.int64))[None]
+    predicted[0, 19, 0, 0] = 2  # a stray class-2 voxel in the prediction
+    probs = torch.nn.functional.one_hot(predicted, 3).movedim(-1, 1).float()
+    auto = pseudo_labels.agr_pseudo_label(probs, largest_component_classes("auto", 3, cases))
+    assert (auto == 1).sum() == (predicted == 1).sum() == 128  # both kidneys survive
+    assert auto[0, 19, 0, 0] == 0 and (auto == 2).sum() == 125  # the one-part class is still cleaned
+    reference = pseudo_labels.agr_pseudo_label(probs, None)
+    assert (reference == 1).sum() == 64  # the old rule: one kidney becomes background
+    binary = torch.stack([1 - (predicted == 1).float(), (predicted == 1).float()], 1)
+    assert (pseudo_labels.agr_pseudo_label(binary, ()) == 1).sum() == 128
+    assert (pseudo_labels.agr_pseudo_label(binary, None) == 1).sum() == 64
+
+
 # ---------------------------------------------------------------- views
 def test_strong_view_reference_and_paper():
     g = torch.Generator().manual_seed(0)
@@ -261,17 +295,68 @@ def test_strong_view_keeps_zero_padding_at_zero(variant):
     assert torch.any(unmasked[:, 0][~valid] != 0)  # min–max alone would move padding off 0
 
 
-def test_reference_recipe_samples_labelled_crops_uniformly_by_default():
-    import argparse
-
-    from lightunetr_core.cli.train import foreground_oversample, register
+def test_every_recipe_samples_labelled_crops_alike_by_default():
+    """One foreground oversampling for every recipe, so that a CSE-vs-supervised comparison run with the defaults
+    differs in the method only; the authors' uniform crops (0) by option."""
+    from lightunetr_core.cli.train import register, request_from_args
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     base = ["train", "--data", "d.json", "-o", "run"]
-    assert foreground_oversample(parser.parse_args(base)) == 0.0
-    assert foreground_oversample(parser.parse_args(base + ["--recipe", "supervised"])) == 0.33
-    assert foreground_oversample(parser.parse_args(base + ["--foreground-oversample", "0.5"])) == 0.5
+
+    def oversample(*extra):
+        return request_from_args(parser.parse_args(base + list(extra)))[0].effective_foreground_oversample
+
+    assert oversample() == oversample("--recipe", "supervised") == oversample("--recipe", "cse-paper") == 0.33
+    assert oversample("--foreground-oversample", "0") == 0.0
+    assert oversample("--foreground-oversample", "0.5") == 0.5
+
+
+def test_warmup_scales_with_short_runs():
+    """The reference's 500 warm-up iterations, but never more than a tenth of the run: with 1,000 iterations the
+    peak learning rate is reached after 100, with 300 after 30 (before: 500 whatever the run's length)."""
+    from lightunetr_core.cli.train import register, request_from_args
+    from lightunetr_core.training.request import TrainingRequest
+
+    assert TrainingRequest("d", "r").effective_warmup == 500  # 15,000 iterations: the reference
+    assert TrainingRequest("d", "r", iterations=1000).effective_warmup == 100
+    assert TrainingRequest("d", "r", iterations=300).effective_warmup == 30
+    assert TrainingRequest("d", "r", iterations=5).effective_warmup == 1
+    assert TrainingRequest("d", "r", iterations=300, warmup=200).effective_warmup == 200
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert "a tenth" in parser._subparsers._group_actions[0].choices["train"].format_help()
+    request = request_from_args(parser.parse_args(["train", "--data", "d", "-o", "r", "--iterations", "1000"]))[0]
+    lrs = [schedule.lr_after(t, request.effective_lr, request.iterations, request.effective_warmup)
+           for t in range(1, 1001)]
+    assert max(lrs) == pytest.approx(0.01) and lrs.index(max(lrs)) == 99
+
+
+def test_training_request_round_trips_through_the_command_line(tmp_path):
+    """The request the Slicer job and the demo build is what the command line parses back, and a bad request
+    names each option to change."""
+    from lightunetr_core.cli.train import register, request_from_args
+    from lightunetr_core.training.request import TrainingRequest
+    from lightunetr_core.vocabulary import InputError
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for request in [
+        TrainingRequest("m.json", "run"),
+        TrainingRequest("m.json", "run", recipe="supervised", iterations=30, patch_size=(32, 32, 16), lr=0.02,
+                        warmup=3, val_stride=(16, 16, 8), foreground_oversample=0.0, pseudo_label_components="all",
+                        lean=False, bf16=True, resume=True, init_bundle="b.lightunetr", name="N", threads=2, fold=1),
+    ]:
+        back, _ = request_from_args(parser.parse_args(["train", *request.to_cli_args()]))
+        assert back == request
+    assert TrainingRequest("m", "r", resume=True).to_cli_args()[-1] == "--resume"
+    bad = TrainingRequest("m", "r", patch_size=(30, 32, 32), iterations=0, recipe="cse-paper", lean=True,
+                          val_stride=(64, 8, 8), pseudo_label_components="some")
+    with pytest.raises(InputError) as info:
+        bad.check()
+    for words in ("--patch-size", "--iterations", "--lean", "--val-stride", "--pseudo-label-components"):
+        assert words in str(info.value)
+    assert TrainingRequest("m", "r", patch_size=(64, 64, 32), val_stride=(16, 16, 8)).validation_overlap == (0.75, 0.75, 0.75)
 
 
 # ---------------------------------------------------------------- schedule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -118,6 +119,9 @@ def test_demo_data_cli_writes_atomically(tmp_path):
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     """``lightunetr demo --quick``: data, CSE and supervised training, test-set segmentation, Dice table."""
+    from lightunetr_core.bundle import read_model_card
+    from lightunetr_core.cli import train as train_cli
+
     out = tmp_path / "demo_output"
     done = subprocess.run([sys.executable, "-m", "lightunetr_core", "demo", str(out), "--quick", "--events", "json"],
                           capture_output=True, text=True, env=_env(), timeout=600)
@@ -138,3 +142,14 @@ def test_demo_quick_end_to_end(tmp_path):
             dice = 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
             assert row["dice"][method]["1"] == pytest.approx(dice, abs=1e-9)
         assert (out / "runs" / method / f"{method}.lightunetr").is_dir()
+        # The demo trains in-process: the card records the command line that repeats the training (not the
+        # demo's own argv), and CSE and the baseline share their sampling and schedule.
+        card = read_model_card(out / "runs" / method / f"{method}.lightunetr")
+        line = card.provenance["command_line"]
+        assert line[:2] == ["lightunetr", "train"] and "demo" not in line
+        parser = argparse.ArgumentParser()
+        train_cli.register(parser.add_subparsers())
+        request, _ = train_cli.request_from_args(parser.parse_args(line[1:]))
+        assert request.recipe == {"cse": "cse-reference", "supervised": "supervised"}[method]
+        assert request.run_dir == str(out / "runs" / method) and request.iterations == table["iterations"]
+        assert card.provenance["foreground_oversample"] == 0.33 and card.provenance["warmup"] == 1

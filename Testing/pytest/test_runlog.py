@@ -66,7 +66,8 @@ def test_a_line_cut_by_a_crash_is_skipped_and_damage_elsewhere_is_refused(tmp_pa
 def test_run_folder_keeps_events_logs_and_figure_across_a_resume(demo_data, tmp_path):
     run = tmp_path / "run"
     common = ["train", "--data", demo_data, "-o", run, "--recipe", "supervised", "--patch-size", "32", "32", "32",
-              "--iterations", "4", "--val-every", "2", "--device", "cpu", "--threads", "1", "--events", "json"]
+              "--iterations", "4", "--val-every", "2", "--device", "cpu", "--threads", "1", "--events", "json",
+              "--warmup", "500"]  # every logged lr is then > 0 (a run's last step sets the next lr to 0 otherwise)
     first = _cli(*common, "--stop-after", "3")
     assert first.returncode == 0, first.stderr[-2000:]
     # the events file holds what stdout had, plus one record per iteration

@@ -54,7 +54,7 @@ def _trainer(prepared, run_dir, **kw):
         validation=[], in_channels=prepared.in_channels, num_classes=prepared.num_classes,
         labeled_count=len(prepared.labeled), unlabeled_count=len(prepared.unlabeled))
     config = TrainConfig(run_dir=run_dir, recipe=RecipeConfig("reference"), architecture="lightunetr",
-                         architecture_args={"in_channels": 1, "num_classes": prepared.num_classes, "patch_size": list(PATCH)},
+                         in_channels=1, num_classes=prepared.num_classes,
                          patch_size=PATCH, iterations=3, val_every=0, seed=11, device="cpu", warmup=2, **kw)
     return Trainer(config, data)
 
@@ -99,7 +99,7 @@ def test_cli_run_writes_bundle_and_events(demo_data, tmp_path):
 
     run = tmp_path / "run"
     proc = _cli("--data", str(demo_data), "-o", str(run), "--patch-size", "32", "--iterations", "2", "--val-every", "1",
-                "--events", "json", "--device", "cpu", "--lean", "--seed", "3")
+                "--events", "json", "--device", "cpu", "--lean", "--seed", "3", "--warmup", "500")
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     ev = _events(proc.stdout)
     names = [e["event"] for e in ev]

@@ -41,6 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_process(code: int) -> None:
+    """End the ``lightunetr`` process with ``code``. After a cancel everything is on disk and the events are
+    flushed, so the interpreter's module teardown (seconds with torch and MONAI loaded on a busy machine) is
+    skipped and the caller that asked to cancel sees the exit code at once."""
+    import os
+
+    from lightunetr_core.jobs import EXIT_CANCELLED
+
+    if code == EXIT_CANCELLED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def console_main() -> None:
+    """The ``lightunetr`` console script and ``python -m lightunetr_core`` (a process of its own)."""
+    exit_process(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

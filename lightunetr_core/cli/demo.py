@@ -89,31 +89,17 @@ DEMO_SCHEDULES = {
 RUNS = (("cse", "cse-reference"), ("supervised", "supervised"))
 
 
-def _train(recipe: str, data: str, run_dir, schedule: dict, iterations: int, seed: int, args) -> int:
-    from lightunetr_core.cli import train as train_cli
+def demo_request(recipe: str, data: str, run_dir, schedule: dict, iterations: int, seed: int, device: str = "cpu",
+                 threads: int = 1):
+    """The training the demo runs for one recipe: the same sampling, schedule and seed for CSE and the baseline,
+    so that only the method differs (TrainingRequest's defaults: one foreground oversampling for every recipe,
+    a warm-up of a tenth of a short run)."""
+    from lightunetr_core.training.request import TrainingRequest
 
-    parser = argparse.ArgumentParser(prog="lightunetr")
-    train_cli.register(parser.add_subparsers(dest="command"))
-    argv = [
-        "train", "--data", data, "-o", str(run_dir), "--recipe", recipe,
-        "--iterations", str(iterations), "--patch-size", *[str(p) for p in schedule["patch"]],
-        "--batch-labeled", "2", "--batch-unlabeled", "2",
-        # The same labelled-crop sampling for CSE and the baseline, so only the method differs.
-        "--foreground-oversample", "0.33",
-        "--warmup", str(max(1, min(500, iterations // 10))),
-        "--val-every", str(min(schedule["val_every"], iterations)),
-        "--seed", str(seed), "--device", getattr(args, "device", "cpu"), "--name", run_dir.name,
-        "--threads", str(getattr(args, "threads", 1) or 1),
-        "--cache-dir", str(run_dir.parent / "cache"), "--events", args.events,
-    ]
-    if args.cancel_file:
-        argv += ["--cancel-file", args.cancel_file]
-    return int(train_cli.run(parser.parse_args(argv)) or 0)
-
-
-def _bundle_in(run_dir):
-    found = sorted(run_dir.glob("*.lightunetr"))
-    return found[0] if found else None
+    return TrainingRequest(
+        data=data, run_dir=str(run_dir), recipe=recipe, iterations=iterations, patch_size=schedule["patch"],
+        batch_labeled=2, batch_unlabeled=2, val_every=min(schedule["val_every"], iterations), seed=seed,
+        device=device, name=run_dir.name, threads=threads, cache_dir=str(run_dir.parent / "cache"))
 
 
 def format_table(table: dict) -> str:
@@ -138,6 +124,9 @@ def run_demo(args) -> int:
     from lightunetr_core.atomic import write_text_atomic
     from lightunetr_core.data.demo import generate_demo_dataset
     from lightunetr_core.jobs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CancelToken, EventWriter
+    from lightunetr_core.training.run import run_training
+    from lightunetr_core.training.trainer import TrainingCancelled
+    from lightunetr_core.vocabulary import InputError
 
     events = EventWriter.for_cli("demo", args.events)
     cancel = CancelToken(args.cancel_file)
@@ -169,15 +158,20 @@ def run_demo(args) -> int:
             cancel.raise_if_cancelled()
             events.stage(f"train-{name}", f"training {recipe} for {iterations} iterations")
             t = time.monotonic()
-            code = _train(recipe, str(manifest), out / "runs" / name, schedule, iterations, args.seed, args)
-            timings[f"train_{name}_s"] = round(time.monotonic() - t, 1)
-            if code == EXIT_CANCELLED:
+            train_events = EventWriter.for_cli("train", args.events)  # each run keeps its own events.jsonl
+            try:
+                result = run_training(demo_request(recipe, str(manifest), out / "runs" / name, schedule, iterations,
+                                                   args.seed, args.device, args.threads), train_events, cancel)
+            except TrainingCancelled:
                 events.emit("cancelled", message="demo cancelled during training", checkpoint=None)
                 return EXIT_CANCELLED
-            if code != EXIT_OK:
-                events.error(f"training {recipe} failed (exit code {code}); see the messages above", kind="internal")
+            except InputError as exc:
+                events.error(f"training {recipe} failed: {exc}", kind="internal")
                 return EXIT_ERROR
-            bundles[name] = _bundle_in(out / "runs" / name)
+            finally:
+                train_events.close()
+            timings[f"train_{name}_s"] = round(time.monotonic() - t, 1)
+            bundles[name] = result.bundle
             if bundles[name] is None:
                 events.error(f"training {recipe} finished without writing a bundle in {out / 'runs' / name}", kind="internal")
                 return EXIT_ERROR

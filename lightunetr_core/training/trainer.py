@@ -76,10 +76,16 @@ class TrainingData:
 
 @dataclass
 class TrainConfig:
+    """The trainer's settings (:class:`~lightunetr_core.training.request.TrainingRequest` is the user's
+    request; :func:`~lightunetr_core.training.run.run_training` turns one into the other). ``in_channels`` and
+    ``num_classes`` come from the dataset; the network is ``models.model_args(architecture, in_channels,
+    num_classes, patch_size)``, so the patch size is given once."""
+
     run_dir: Path
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     architecture: str = "lightunetr"
-    architecture_args: dict = field(default_factory=dict)
+    in_channels: int = 1
+    num_classes: int = 2
     patch_size: tuple[int, int, int] = (112, 112, 80)
     iterations: int = 15000
     batch_labeled: int = 2
@@ -93,15 +99,19 @@ class TrainConfig:
     stop_after: int | None = None
     resume: bool = False
     progress_interval_s: float = 0.5
-    sw_overlap: float = 0.5
-    init_state: dict | None = None
+    sw_overlap: float | tuple[float, float, float] = 0.5
+
+    @property
+    def model_args(self) -> dict:
+        from lightunetr_core.models import model_args
+
+        return model_args(self.architecture, self.in_channels, self.num_classes, self.patch_size)
 
     def describe(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_state", "recipe")}
-        d["architecture_args"] = dict(self.architecture_args)
-        d["init_weights"] = self.init_state is not None
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recipe"}
         d["run_dir"] = str(self.run_dir)
         d["patch_size"] = list(self.patch_size)
+        d["sw_overlap"] = list(self.sw_overlap) if isinstance(self.sw_overlap, tuple) else self.sw_overlap
         d["recipe"] = self.recipe.to_dict()
         return d
 
@@ -114,10 +124,14 @@ def _resume_signature(config: TrainConfig, world_size: int = 1) -> dict:
 
 
 class Trainer:
+    """Runs a :class:`TrainConfig` on :class:`TrainingData`. ``initial_model``: start from this network (e.g.
+    a loaded bundle's) instead of a freshly initialised one; it must have ``config.model_args``."""
+
     def __init__(self, config: TrainConfig, data: TrainingData, events=None, cancel: CancelToken | None = None,
-                 dist_info: ddp.DistInfo | None = None) -> None:
+                 dist_info: ddp.DistInfo | None = None, initial_model: torch.nn.Module | None = None) -> None:
         self.config = config
         self.data = data
+        self.initial_model = initial_model
         self.events = events
         self.cancel = cancel or CancelToken()
         self.dist = dist_info or ddp.DistInfo()
@@ -141,9 +155,7 @@ class Trainer:
             # As the authors' train_cse_withval.py: reproducible cuDNN kernels on the GPU.
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-        model = build_model(c.architecture, **c.architecture_args)
-        if c.init_state is not None:
-            model.load_state_dict(c.init_state, strict=True)
+        model = self.initial_model if self.initial_model is not None else build_model(c.architecture, **c.model_args)
         self.model_plain = model.to(self.device)
         self.model = ddp.wrap_model(self.model_plain, self.dist)
         self.optimizer = build_optimizer(self.model_plain.parameters(), c.optimizer, c.lr)
@@ -324,7 +336,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.events is not None and hasattr(self.events, "keep_in") and not self.events.keeping:
                 self.events.keep_in(self.run_dir / runlog.EVENTS_FILE)  # appended across resumes
-        self.emit("started", total=c.iterations, config=c.describe(), start_iteration=self.iteration,
+        self.emit("started", total=c.iterations, config={**c.describe(), "init_weights": self.initial_model is not None},
+                  start_iteration=self.iteration,
                   world_size=self.dist.world_size, device=str(self.device))
         stop_at = c.iterations if c.stop_after is None else min(c.iterations, max(c.stop_after, 0))
         t0 = time.monotonic()
