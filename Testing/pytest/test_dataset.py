@@ -201,6 +201,24 @@ def test_cache_is_reused_and_invalidated_by_mtime(demo, tmp_path):
     assert fourth.stats["preprocessed"] == 7 and fourth.labeled[0].image.shape[1] == SMALL[0] // 2
 
 
+def test_a_case_cached_as_unlabelled_is_prepared_again_as_a_labelled_one(tmp_path):
+    """A benchmark keeps an unlabelled case's label aside, then trains an upper bound in which that case is
+    labelled, with the same cache: the unlabelled entry (which holds no label) must not be reused for it."""
+    img = _write(tmp_path / "src" / "a.nii.gz", _volume(1))
+    lab = _write(tmp_path / "src" / "a_label.nii.gz", _label())
+    img2 = _write(tmp_path / "src" / "b.nii.gz", _volume(2))
+    lab2 = _write(tmp_path / "src" / "b_label.nii.gz", _label())
+    cache = tmp_path / "cache"
+    aside = _manifest(tmp_path / "aside.json", [_case("a", img, lab), _case("b", img2, lab2, role="unlabeled")])
+    first = prepare_dataset(aside, cache)
+    assert first.unlabeled[0].label is None
+    everything = _manifest(tmp_path / "all.json", [_case("a", img, lab), _case("b", img2, lab2)])
+    second = prepare_dataset(everything, cache)
+    assert second.stats["cached"] == 1 and second.stats["preprocessed"] == 1
+    assert [c.id for c in second.labeled] == ["a", "b"] and second.labeled[1].label is not None
+    np.testing.assert_array_equal(np.asarray(second.labeled[1].label), np.asarray(second.labeled[0].label))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one message per problem, all listed, nothing written
 
