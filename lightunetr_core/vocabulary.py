@@ -29,6 +29,10 @@ ROLE_FOLDERS = {
     "test": (("imagesTs",), ("labelsTs",)),
 }
 
+#: Where a dataset writer keeps the labels of its unlabelled cases when asked to keep them aside for a benchmark
+#: (``lightunetr demo-data --keep-unlabeled-labels``; benchmarks/cse_gain.py); training never reads them.
+HELD_ASIDE_LABELS = "labelsUnlabeled"
+
 #: Image file endings read (besides DICOM folders), longest first so ".nii.gz" wins over ".gz".
 IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Endings written (single-file formats, so an atomic rename moves everything).

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--classes", type=int, choices=[1, 2], default=1, help="foreground classes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    p.add_argument("--keep-unlabeled-labels", action="store_true",
+                   help="also write the unlabelled cases' labels (labelsUnlabeled/; training ignores them) for "
+                        "benchmarks/cse_gain.py's fully supervised upper bound")
     _add_job_options(p)
     p.set_defaults(func=run_demo_data)
 
@@ -68,6 +71,7 @@ def run_demo_data(args) -> int:
             test=args.test,
             overwrite=args.overwrite,
             events=events,
+            keep_unlabeled_labels=args.keep_unlabeled_labels,
         )
     except (ValueError, FileExistsError) as exc:
         events.error(str(exc), kind="bad_input")

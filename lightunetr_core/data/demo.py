@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lightunetr_core.atomic import atomic_folder
-from lightunetr_core.vocabulary import ROLES, role_folders
+from lightunetr_core.vocabulary import HELD_ASIDE_LABELS, ROLES, role_folders
 
 DEFAULT_SHAPE = (64, 64, 40)
 DEFAULT_SPACING = (1.0, 1.0, 2.5)
@@ -291,8 +291,12 @@ def generate_demo_dataset(
     spacing=DEFAULT_SPACING,
     overwrite: bool = False,
     events=None,
+    keep_unlabeled_labels: bool = False,
 ) -> Path:
     """Write the demo dataset to ``out_dir`` and return the path of its ``dataset.json`` manifest.
+
+    ``keep_unlabeled_labels``: also write the labels of the unlabelled cases (into ``labelsUnlabeled/``, named in
+    the manifest; training ignores them), so that a benchmark can train a fully supervised upper bound.
 
     Everything is written into a temporary sibling folder and renamed into place at the end, so an
     interrupted run leaves no half-written dataset. ``out_dir`` must not exist or be empty unless
@@ -307,6 +311,8 @@ def generate_demo_dataset(
             (tmp / images_dir).mkdir()
             if labels_dir:
                 (tmp / labels_dir).mkdir()
+        if keep_unlabeled_labels:
+            (tmp / HELD_ASIDE_LABELS).mkdir()
         labels = {"0": "background", "1": "organ"}
         if classes == 2:
             labels["2"] = "second"
@@ -325,6 +331,8 @@ def generate_demo_dataset(
             ext = ".nrrd" if i % 3 == 2 else ".nii.gz"
             case = generate_case(case_id, int(case_seeds[i]), index=i, shape=shape, spacing=spacing, classes=classes)
             images_dir, labels_dir = role_folders(role)
+            if role == "unlabeled" and keep_unlabeled_labels:
+                labels_dir = HELD_ASIDE_LABELS
             image_rel = f"{images_dir}/{case_id}_0000{ext}"
             label_rel = f"{labels_dir}/{case_id}{ext}" if labels_dir else None
             write_case_files(case, tmp / image_rel, tmp / label_rel if label_rel else None)
