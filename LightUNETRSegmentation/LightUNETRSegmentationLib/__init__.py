@@ -12,9 +12,11 @@ imports torch, MONAI, qt or ``slicer.app`` at import time, the engine runs in a 
 ``volumeio``       volume export through storage nodes, ROI / box crop, result file import
 ``segments``       label specs (names, colours, terminology) and result import into a segmentation node
 ``effectlogic``    the effect's preview session and its Apply through the segment editor's modify API
-``jobrunner``      background job runner: subprocess + JSON events + process-tree cancel (also Training's)
 ``environment``    dependency checks, background pip install with constraints, environment report
 ``scenarios``, ``effectscenarios``  scenarios shared by pytest and the Slicer self-test
+
+Background jobs (segment, train, downloads, pip) run through ``lightunetr_core.jobs.runner`` (imported as
+``jobrunner``): one runner, one event parser and one set of exit codes for both halves of the protocol.
 
 Slicer-only (Qt): ``dependencydialog``, ``modeldialogs`` ("Download...", "Add model...", install progress), and the effect class in ``../SegmentEditorLightUNETRLib/`` (a folder of
 its own: Slicer loads an effect file as a module named after its folder, which must not be a package that

@@ -7,7 +7,7 @@ Installation (first Apply / Start training, after the user agreed):
    which picks the CUDA build matching the NVIDIA driver. That call is the extension's own and blocks
    while it runs; the modules show a wait cursor and say so.
 2. Everything else in a background ``python -m pip install -c CONSTRAINTS ...`` process
-   (:class:`DependencyInstall`, a :class:`~.jobrunner.JobRunner`): Slicer stays responsive, pip's output
+   (:class:`DependencyInstall`, a :class:`~lightunetr_core.jobs.runner.JobRunner`): Slicer stays responsive, pip's output
    is shown line by line and Cancel stops it. The constraints file pins the torch, numpy, SimpleITK and
    scipy already in Slicer's Python, so pip picks versions of the missing packages that work with them
    (monai 1.6 requires ``torch>=2.8``: unconstrained, pip would replace the PyTorch extension's CUDA torch
@@ -30,7 +30,7 @@ import platform
 import sys
 import tempfile
 
-from . import jobrunner
+from lightunetr_core.jobs import runner as jobrunner
 
 logger = logging.getLogger("LightUNETR")
 
@@ -213,13 +213,7 @@ class DependencyInstall:
         return not self.done
 
     def wait(self, timeout: float | None = None) -> str:
-        import time
-
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"pip still running after {timeout} s")
-            time.sleep(0.05)
+        jobrunner.poll_until_done(self.poll, timeout, "pip")
         return self.status
 
     def cancel(self) -> None:

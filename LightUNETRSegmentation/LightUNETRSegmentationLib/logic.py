@@ -30,7 +30,9 @@ import slicer
 from lightunetr_core.inference.options import InferenceOptions
 from lightunetr_core.vocabulary import InputError
 
-from . import generated, jobrunner, modelinstall, segments, volumeio
+from lightunetr_core.jobs import runner as jobrunner
+
+from . import generated, modelinstall, segments, volumeio
 from .models import ModelError, ModelInfo, ModelLibrary, read_model_info
 from .parameters import device_problem
 

@@ -3,7 +3,7 @@ shown before anything is added, and the background jobs that download a catalog 
 authors' ``.pth`` checkpoint.
 
 The jobs are the engine's own commands (``lightunetr download NAME`` / ``lightunetr import-reference FILE``)
-in a subprocess through :class:`~.jobrunner.JobRunner`: the same verification (weights only, strict load as
+in a subprocess through :class:`~lightunetr_core.jobs.runner.JobRunner`: the same verification (weights only, strict load as
 the released network), atomic bundle writing and clean-up on failure or cancel as on the command line, and
 no torch in Slicer's process. When a job finishes, the library tells every model list (module, effect,
 Training's "Start from").
@@ -21,7 +21,7 @@ import os
 import re
 import zipfile
 
-from . import jobrunner
+from lightunetr_core.jobs import runner as jobrunner
 from .models import BUNDLE_SUFFIX, CARD_FILE, ModelError, ModelInfo, ModelLibrary, read_model_info
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (

@@ -206,7 +206,8 @@ def bad_inputs_scenario(logic, bundle, two_channel_bundle):
 def end_to_end_scenario(logic, tmpdir, bundle, geometry="left-handed-oblique", timeout=600):
     """Segment a volume read from a file with ``logic.process`` and compare it voxel by voxel with
     ``lightunetr segment`` run directly on the same file. Returns the job."""
-    from LightUNETRSegmentationLib import jobrunner, segments, volumeio
+    from lightunetr_core.jobs import runner as jobrunner
+    from LightUNETRSegmentationLib import segments, volumeio
 
     src = add_volume("src", test_pattern((30, 34, 38)).astype(np.float32), geometry)
     path = volumeio.export_volume(src, os.path.join(tmpdir, f"{geometry}.nii.gz"))

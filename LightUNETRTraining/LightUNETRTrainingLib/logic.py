@@ -28,7 +28,7 @@ import time
 
 import slicer
 
-from LightUNETRSegmentationLib import jobrunner
+from lightunetr_core.jobs import runner as jobrunner
 from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
 
 from .cases import CaseTable

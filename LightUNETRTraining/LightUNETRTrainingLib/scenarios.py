@@ -12,6 +12,8 @@ import os
 import numpy as np
 import slicer
 
+from lightunetr_core.jobs import runner as jobrunner
+
 from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume, file_values_at_ras
 
 CLASSES = ("Organ", "Tumor")
@@ -245,8 +247,6 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
     (checkpoint), resume to the end, the bundle is registered in the segmentation module's library and
     the unlabelled cases are segmented (and ranked by uncertainty when ``config.rank_uncertainty``).
     Returns the job."""
-    import time
-
     cases = training_scene(n_labeled=2, n_unlabeled=2, n_validation=1)
     table = logic.caseTable()
     table.set_role("val0", "validation")
@@ -255,10 +255,10 @@ def training_run_scenario(logic, jobFolder, config, timeout=600):
                       on_progress=lambda j, ev: seen.__setitem__("progress", seen["progress"] + 1),
                       on_validation=lambda j, ev: seen.__setitem__("validation", seen["validation"] + 1))
     _expect(job.status in ("exporting", "running"), f"training did not start: {job.message}")
-    end = time.monotonic() + timeout
-    while job.poll() and job.iteration < 1:
-        _expect(time.monotonic() < end, "no training progress in time")
-        time.sleep(0.05)
+    try:
+        jobrunner.poll_until_done(lambda: job.poll() and job.iteration < 1, timeout, "training before its first iteration")
+    except TimeoutError as exc:
+        _expect(False, f"no training progress in time: {exc}")
     _expect(job.status == "running", f"finished before the stop test could run: {job}\n" + "\n".join(job.log[-20:]))
     with open(job.manifest, encoding="utf-8") as f:
         roles = sorted(c["role"] for c in json.load(f)["cases"])
@@ -325,14 +325,13 @@ def reopen_scenario(logic, newLogic, jobFolder, config, timeout=600):
     it, opens it from its run folder with the scene cleared, shows where it stopped, resumes it from the
     checkpoint to the end and registers its model. Returns the reopened job."""
     import os
-    import time
 
     training_scene(n_labeled=2, n_unlabeled=2, shape_kji=(24, 24, 24))
     job = logic.start(logic.caseTable(), config, jobFolder=jobFolder)
-    end = time.monotonic() + timeout
-    while job.poll() and job.iteration < 1:
-        _expect(time.monotonic() < end, "no training progress in time")
-        time.sleep(0.05)
+    try:
+        jobrunner.poll_until_done(lambda: job.poll() and job.iteration < 1, timeout, "training before its first iteration")
+    except TimeoutError as exc:
+        _expect(False, f"no training progress in time: {exc}")
     job.stop()
     job.wait(timeout)
     _expect(job.status == "stopped", f"stop: {job}")

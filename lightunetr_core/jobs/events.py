@@ -43,6 +43,19 @@ EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 3
 
 
+def parse_event(line: str) -> dict | None:
+    """One output line → its event record, or None for any other line (a log line, stray output, a damaged
+    line). The job runner reads a job's stdout with it, the run log a run's ``events.jsonl``."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "event" in record else None
+
+
 def _jsonable(value: Any) -> Any:
     """Convert numpy/torch scalars and non-finite floats into strict JSON values."""
     if isinstance(value, dict):

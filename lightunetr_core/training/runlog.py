@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
 from lightunetr_core.atomic import atomic_output
+from lightunetr_core.jobs.events import parse_event
 from lightunetr_core.vocabulary import InputError
 
 EVENTS_FILE = "events.jsonl"
@@ -46,11 +46,11 @@ def read_events(run_dir: str | Path) -> list[dict]:
     for n, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n != len(lines) - 1:
-                raise RunLogError(f"{path}: line {n + 1} is not JSON; the file was edited or damaged.") from None
+        record = parse_event(line)
+        if record is not None:
+            events.append(record)
+        elif n != len(lines) - 1:  # a run that was killed may leave its last line half-written
+            raise RunLogError(f"{path}: line {n + 1} is not a JSON event; the file was edited or damaged.")
     return events
 
 

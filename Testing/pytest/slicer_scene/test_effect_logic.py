@@ -181,6 +181,6 @@ def test_effect_session_preview_survives_and_applies(scene, slicer_env, tmp_path
     second.discard()
     assert second.job.wait(timeout=120) == "cancelled"
     assert scene.GetNumberOfNodes() == n_nodes
-    from LightUNETRSegmentationLib import jobrunner
+    from lightunetr_core.jobs import runner as jobrunner
 
     assert jobrunner.descendant_pids(pid) == []

@@ -15,7 +15,8 @@ import zipfile
 
 import pytest
 
-from LightUNETRSegmentationLib import environment, jobrunner
+from lightunetr_core.jobs import runner as jobrunner
+from LightUNETRSegmentationLib import environment
 
 
 def make_wheel(folder, name, version, requires=()):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from LightUNETRSegmentationLib import jobrunner
+from lightunetr_core.jobs import runner as jobrunner
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "job_script.py")
 

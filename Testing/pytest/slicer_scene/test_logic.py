@@ -12,7 +12,8 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from LightUNETRSegmentationLib import jobrunner, logic as logic_module, scenarios, segments, volumeio
+from lightunetr_core.jobs import runner as jobrunner
+from LightUNETRSegmentationLib import logic as logic_module, scenarios, segments, volumeio
 from LightUNETRSegmentationLib.logic import SegmentationLogic
 from sitk_helpers import sitk_image, values_at_ras
 

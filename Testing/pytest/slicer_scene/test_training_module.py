@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from LightUNETRSegmentationLib import jobrunner
+from lightunetr_core.jobs import runner as jobrunner
 from LightUNETRSegmentationLib.logic import SegmentationLogic
 from LightUNETRTrainingLib import scenarios
 from LightUNETRTrainingLib.cases import CaseTable

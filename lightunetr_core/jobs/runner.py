@@ -1,8 +1,9 @@
-"""Generic background job runner for ``lightunetr_core`` jobs (segment, train, ...). Qt-free.
+"""The other half of the job protocol: run a ``lightunetr`` job (segment, train, ...) in a background process
+and follow it. Qt-free; the Slicer modules drive it from a ``qt.QTimer``.
 
 A job is a real subprocess (``PythonSlicer -m lightunetr_core <command> ... --events json
---cancel-file F``). A reader thread parses the JSON event lines of its stdout (schema in
-``lightunetr_core/jobs/events.py``) into a queue; the owner calls :meth:`JobRunner.poll` on its own
+--cancel-file F``). A reader thread parses the JSON event lines of its stdout
+(:func:`~lightunetr_core.jobs.events.parse_event`, schema in ``events.py``) into a queue; the owner calls :meth:`JobRunner.poll` on its own
 thread (a ``qt.QTimer`` in Slicer, a loop in scripts and tests) and the callbacks run there, so they may
 touch MRML. Nothing here blocks the GUI unless :meth:`wait` is called.
 
@@ -11,12 +12,12 @@ after ``grace_s`` the whole process tree is terminated, then killed (psutil when
 process group on POSIX / ``taskkill /T`` on Windows). ``PythonSlicer`` is a launcher in front of the
 real interpreter, so killing only the direct child would leave the worker running.
 
-Reuse (LightUNETRTraining): ``from LightUNETRSegmentationLib.jobrunner import JobRunner, core_command``.
+Both Slicer modules: ``from lightunetr_core.jobs import runner``; the exit codes are the ones
+``events.py`` defines (one vocabulary for both halves).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -29,26 +30,27 @@ import threading
 import time
 from typing import Callable
 
+from lightunetr_core.jobs.events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, parse_event
+
 logger = logging.getLogger("LightUNETR")
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 3  # same values as lightunetr_core.jobs
+__all__ = ["JobRunner", "core_command", "core_pythonpath", "job_environment", "poll_until_done", "python_executable",
+           "descendant_pids", "terminate_tree", "no_window_kwargs", "EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT",
+           "EXIT_CANCELLED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "FINAL_STATES"]
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = "pending", "running", "completed", "failed", "cancelled"
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
 
 
 def python_executable() -> str:
-    """Interpreter for jobs: Slicer's ``PythonSlicer`` launcher when running inside Slicer, else
-    ``sys.executable`` (tests, slicer-core, plain Python)."""
-    try:
-        import slicer
-
-        if hasattr(slicer, "app"):
-            exe = shutil.which("PythonSlicer", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-            if exe:
-                return exe
-    except ImportError:
-        pass
+    """Interpreter for jobs: Slicer's ``PythonSlicer`` launcher when this process is a running Slicer (its
+    ``slicer`` module has an ``app``; looked up in ``sys.modules``, never imported), else ``sys.executable``
+    (tests, slicer-core, plain Python). Inside Slicer ``sys.executable`` is the application, not a Python."""
+    host = sys.modules.get("slicer")
+    if host is not None and hasattr(host, "app"):
+        exe = shutil.which("PythonSlicer", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        if exe:
+            return exe
     return sys.executable
 
 
@@ -210,14 +212,10 @@ class JobRunner:
             line = line.rstrip("\r\n")
             if not line:
                 continue
-            if self.protocol and is_stdout and line.startswith("{"):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                if isinstance(record, dict) and "event" in record:
-                    self._queue.put(("event", record))
-                    continue
+            record = parse_event(line) if self.protocol and is_stdout else None
+            if record is not None:
+                self._queue.put(("event", record))
+                continue
             self._queue.put(("stdout" if is_stdout else "log", line))
         stream.close()
 
