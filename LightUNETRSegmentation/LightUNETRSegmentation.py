@@ -23,7 +23,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LightUNETRSegmentationLib import DOCUMENTATION_URL, parameters
+from LightUNETRSlicerLib import DOCUMENTATION_URL, parameters
 from LightUNETRSegmentationLib.logic import shared_logic
 
 
@@ -107,7 +107,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self._binding = parameters.GuiBinding(self.ui)
         self.logic = LightUNETRSegmentationLogic()
 
-        from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
+        from LightUNETRSlicerLib.dependencydialog import DependencyInstaller
 
         self._installer = DependencyInstaller(slicer.util.mainWindow())
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -426,7 +426,7 @@ class LightUNETRSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.applyButton.toolTip = "Segment the input volume" if ready else "Select an input volume and a model"
 
     def onEnvironmentReport(self):
-        from LightUNETRSegmentationLib import environment
+        from LightUNETRSlicerLib import environment
 
         self._report = environment.EnvironmentReport().start()
         self.ui.logTextEdit.setPlainText(self._report.text)
@@ -555,7 +555,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
                 slicer.mrmlScene.Clear(0)
 
     def _deps(self):
-        from LightUNETRSegmentationLib import environment
+        from LightUNETRSlicerLib import environment
 
         missing = environment.missing_dependencies()
         if missing:

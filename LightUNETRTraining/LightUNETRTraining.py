@@ -23,7 +23,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LightUNETRSegmentationLib import DOCUMENTATION_URL, generated, parameters
+from LightUNETRSlicerLib import DOCUMENTATION_URL, generated, parameters
 from LightUNETRTrainingLib import cases, startfrom
 from LightUNETRTrainingLib.config import (ARCHITECTURES, MODALITIES, RANGES, RECIPES, TrainingConfig, parse_patch_size,
                                           parse_spacing)
@@ -109,7 +109,7 @@ class LightUNETRTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.folderComboBox.clearSelection()
         self.logic = LightUNETRTrainingLogic()
 
-        from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
+        from LightUNETRSlicerLib.dependencydialog import DependencyInstaller
 
         self._installer = DependencyInstaller(slicer.util.mainWindow())
         # Only folders, patients and studies can be "Cases from" (qMRMLSortFilterSubjectHierarchyProxyModel).
@@ -560,7 +560,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         logic.shutdown()
 
     def test_training(self):
-        from LightUNETRSegmentationLib import environment
+        from LightUNETRSlicerLib import environment
         from LightUNETRTrainingLib import scenarios
 
         if environment.missing_dependencies():
@@ -578,7 +578,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         logging.info("LightUNETRTraining: training test passed")
 
     def test_resume_after_restart(self):
-        from LightUNETRSegmentationLib import environment
+        from LightUNETRSlicerLib import environment
         from LightUNETRTrainingLib import scenarios
         from LightUNETRTrainingLib.logic import TrainingLogic
 

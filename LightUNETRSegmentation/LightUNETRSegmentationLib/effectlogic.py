@@ -23,7 +23,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from . import generated, segments as seglib, volumeio
+from LightUNETRSlicerLib import generated, segments as seglib, volumeio
 
 PREVIEW_NAME = "Light-UNETR preview"
 MODIFY_REMOVE, MODIFY_ADD = "remove", "add"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from . import effectlogic, scenarios, segments
+from LightUNETRSlicerLib import segments
+from . import effectlogic, scenarios
 
 LABEL_NAMES = ["background", "Liver", "Spleen", "Tumor"]
 

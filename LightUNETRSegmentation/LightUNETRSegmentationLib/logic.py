@@ -32,9 +32,9 @@ from lightunetr_core.vocabulary import InputError
 
 from lightunetr_core.jobs import runner as jobrunner
 
-from . import generated, modelinstall, segments, volumeio
-from .models import ModelError, ModelInfo, ModelLibrary, read_model_info
-from .parameters import device_problem
+from LightUNETRSlicerLib import generated, modelinstall, segments, volumeio
+from LightUNETRSlicerLib.models import ModelError, ModelInfo, ModelLibrary, read_model_info
+from LightUNETRSlicerLib.parameters import device_problem
 
 logger = logging.getLogger("LightUNETR")
 

@@ -23,7 +23,7 @@ import qt
 
 import slicer
 
-from . import modelinstall
+from LightUNETRSlicerLib import modelinstall
 
 
 def chooseCatalogModel(parent, library) -> str | None:

@@ -125,7 +125,7 @@ def roundtrip_labels_scenario(tmpdir, geometry="oblique", fmt=".nrrd"):
     """Self-test scenario: write a label file in the given geometry, read it back as the 'input' volume,
     import it with :func:`segments.import_labelmap_file`, check every segment voxel-exactly.
     Returns the segmentation node."""
-    from LightUNETRSegmentationLib import segments, volumeio
+    from LightUNETRSlicerLib import segments, volumeio
 
     lab = label_pattern()
     src = add_volume("labels-src", lab, geometry, labelmap=True)
@@ -207,7 +207,7 @@ def end_to_end_scenario(logic, tmpdir, bundle, geometry="left-handed-oblique", t
     """Segment a volume read from a file with ``logic.process`` and compare it voxel by voxel with
     ``lightunetr segment`` run directly on the same file. Returns the job."""
     from lightunetr_core.jobs import runner as jobrunner
-    from LightUNETRSegmentationLib import segments, volumeio
+    from LightUNETRSlicerLib import segments, volumeio
 
     src = add_volume("src", test_pattern((30, 34, 38)).astype(np.float32), geometry)
     path = volumeio.export_volume(src, os.path.join(tmpdir, f"{geometry}.nii.gz"))
@@ -278,8 +278,8 @@ def zipped_bundle_scenario(logic, folder):
     again is refused. Returns the added ModelInfo. Needs torch (the bundle is made by the engine)."""
     from lightunetr_core.bundle import export_bundle_zip
 
-    from . import modelinstall
-    from .models import ModelError
+    from LightUNETRSlicerLib import modelinstall
+    from LightUNETRSlicerLib.models import ModelError
 
     source = make_tiny_bundle(os.path.join(str(folder), "zip-source"), name="zipped")
     archive = export_bundle_zip(source, os.path.join(str(folder), "zipped.zip"), overwrite=True)

@@ -13,8 +13,9 @@ import qt
 import slicer
 from SegmentEditorEffects import *  # noqa: F401,F403 (AbstractScriptedSegmentEditorEffect)
 
-from LightUNETRSegmentationLib import effectlogic, parameters, volumeio
-from LightUNETRSegmentationLib.dependencydialog import DependencyInstaller
+from LightUNETRSlicerLib import parameters, volumeio
+from LightUNETRSegmentationLib import effectlogic
+from LightUNETRSlicerLib.dependencydialog import DependencyInstaller
 from LightUNETRSegmentationLib.logic import shared_logic
 
 __all__ = ["SegmentEditorEffect"]

@@ -11,5 +11,6 @@
               unlabelled cases, uncertainty ranking, stop on scene close
 ``scenarios`` scenarios shared by pytest and the Slicer self-test
 
-Reuses LightUNETRSegmentationLib (job runner, volume export, model library, segmentation queue).
+Uses LightUNETRSlicerLib (volume export, segment import, model library, environment check), the engine's job
+runner (lightunetr_core.jobs.runner) and the Segmentation module's logic (to segment the unlabelled cases).
 """

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import slicer
 from lightunetr_core import vocabulary
 
-from LightUNETRSegmentationLib import generated
+from LightUNETRSlicerLib import generated
 
 #: A row's role: the dataset roles a training uses, or left out of it.
 ROLES = tuple(r for r in vocabulary.ROLES if r != "test") + ("ignore",)

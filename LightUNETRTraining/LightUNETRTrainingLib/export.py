@@ -18,7 +18,7 @@ import slicer
 from lightunetr_core.atomic import AtomicFolder
 from lightunetr_core.vocabulary import role_folders
 
-from LightUNETRSegmentationLib import segments, volumeio
+from LightUNETRSlicerLib import segments, volumeio
 
 from .cases import CaseTable, segment_id_by_name
 

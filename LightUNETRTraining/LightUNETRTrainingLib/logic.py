@@ -29,7 +29,7 @@ import time
 import slicer
 
 from lightunetr_core.jobs import runner as jobrunner
-from LightUNETRSegmentationLib.models import BUNDLE_SUFFIX
+from LightUNETRSlicerLib.models import BUNDLE_SUFFIX
 
 from .cases import CaseTable
 from . import startfrom
@@ -100,12 +100,12 @@ class TrainingJob:
         self.checkpoint: str | None = None
         # results
         self.bundlePath: str | None = None
-        self.model = None  # LightUNETRSegmentationLib.models.ModelInfo once registered
+        self.model = None  # LightUNETRSlicerLib.models.ModelInfo once registered
         self.queue = None
         self.results: list = []  # per unlabelled case: volume, segmentation, uncertainty, meanUncertainty, ok, message
         self.ranking: list = []  # results with an uncertainty, most uncertain first
         self.export: CaseExport | None = None
-        self.download = None  # LightUNETRSegmentationLib.modelinstall.ModelInstallJob of a catalog start-from
+        self.download = None  # LightUNETRSlicerLib.modelinstall.ModelInstallJob of a catalog start-from
         self.detached = False
         self._stop_requested = False
 
@@ -176,7 +176,7 @@ class TrainingJob:
         self.logic.activeJobs.append(self)
         name = startfrom.catalog_name(self.config.init_bundle)
         if name is not None:
-            from LightUNETRSegmentationLib import modelinstall
+            from LightUNETRSlicerLib import modelinstall
 
             seg_logic = self.logic.segmentationLogic
             installed = modelinstall.installed_catalog_models(seg_logic.library).get(name)
@@ -700,8 +700,8 @@ def apply_segment_appearance(bundlePath: str, table: CaseTable) -> dict:
     unaffected); written atomically. Returns {class name: (colour, terminology)} applied."""
     import json
 
-    from LightUNETRSegmentationLib import segments
-    from LightUNETRSegmentationLib.models import CARD_FILE
+    from LightUNETRSlicerLib import segments
+    from LightUNETRSlicerLib.models import CARD_FILE
 
     from .cases import segment_id_by_name
 

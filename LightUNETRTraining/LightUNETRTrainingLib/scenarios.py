@@ -205,7 +205,7 @@ def review_scenario():
     """An AI segmentation (as the Segmentation module or a training run leaves it) is an unlabelled case
     until each of its AI segments was reviewed: edited or completed in the Segment Editor, or confirmed
     with "Mark reviewed"; a flagged segment keeps it out. The user's own segmentations are labelled."""
-    from LightUNETRSegmentationLib import generated
+    from LightUNETRSlicerLib import generated
 
     from .cases import CaseTable
     from .config import TrainingConfig

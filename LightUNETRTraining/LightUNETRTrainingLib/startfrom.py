@@ -26,7 +26,7 @@ def catalog_name(value: str | None) -> str | None:
 def choices(library) -> list[tuple[str, str, str]]:
     """(text, value, tooltip) for the "Start from" list: random weights, the library's models, then the catalog
     models not yet in the library (downloaded when training starts)."""
-    from LightUNETRSegmentationLib import modelinstall
+    from LightUNETRSlicerLib import modelinstall
 
     out = [("Random initialisation", RANDOM, "Train from random weights")]
     models, _ = library.discover()
@@ -59,7 +59,7 @@ def card_for(value: str | None) -> dict | None:
         return {"name": entry.name, "architecture": s["variant"], "patch_size": list(s["patch_size"]),
                 "input_channels": list(s["modality"]), "preprocessing": {"target_spacing": list(s["spacing"])},
                 "labels": [{"value": k, "name": n} for k, n in enumerate(s["labels"])]}
-    from LightUNETRSegmentationLib.models import CARD_FILE
+    from LightUNETRSlicerLib.models import CARD_FILE
 
     path = os.path.join(value, CARD_FILE)
     try:
@@ -85,7 +85,7 @@ def resolve(value: str | None, library) -> str | None:
     name = catalog_name(value)
     if name is None:
         return value
-    from LightUNETRSegmentationLib import modelinstall
+    from LightUNETRSlicerLib import modelinstall
 
     installed = modelinstall.installed_catalog_models(library).get(name)
     return installed.path if installed is not None else value

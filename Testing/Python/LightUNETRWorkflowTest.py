@@ -38,12 +38,13 @@ class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def _missing():
-        from LightUNETRSegmentationLib import environment
+        from LightUNETRSlicerLib import environment
 
         return environment.missing_dependencies()
 
     def test_generated_nodes_are_not_inputs(self):
-        from LightUNETRSegmentationLib import generated, scenarios
+        from LightUNETRSlicerLib import generated
+        from LightUNETRSegmentationLib import scenarios
         from LightUNETRSegmentationLib.logic import shared_logic
         from LightUNETRTrainingLib.cases import CaseTable
 

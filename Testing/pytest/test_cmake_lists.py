@@ -103,7 +103,7 @@ def test_dependency_check_matches_pyproject():
         pytest.skip("tomllib needs Python 3.11")
     sys.path.insert(0, os.path.join(REPO, "LightUNETRSegmentation"))
     # environment.py does not import slicer at module level (no slicer import here: see docs/slicer.md)
-    from LightUNETRSegmentationLib.environment import REQUIREMENTS
+    from LightUNETRSlicerLib.environment import REQUIREMENTS
 
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         deps = tomllib.load(f)["project"]["dependencies"]

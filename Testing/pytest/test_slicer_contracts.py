@@ -558,6 +558,23 @@ def test_only_the_job_runner_starts_processes():
     assert not offenders, offenders
 
 
+def test_training_uses_the_shared_library_not_the_segmentation_modules_internals():
+    """What both modules need (volume I/O, segment import, model library, environment check, parameter binding)
+    is in LightUNETRSlicerLib; from the Segmentation module the Training module uses only its logic (to segment
+    the unlabelled cases, as Slicer modules use each other's logic) and, in test scenarios, its scenarios."""
+    allowed = {"LightUNETRSegmentationLib.logic", "LightUNETRSegmentationLib.scenarios"}
+    reached = []
+    for path in sorted((REPO / "LightUNETRTraining").rglob("*.py")):
+        for node in ast.walk(ast.parse(_read(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("LightUNETRSegmentationLib"):
+                if node.module not in allowed:
+                    reached.append(f"{path.relative_to(REPO)}:{node.lineno} {node.module}")
+            elif isinstance(node, ast.Import):
+                reached += [f"{path.relative_to(REPO)}:{node.lineno} {a.name}" for a in node.names
+                            if a.name.startswith("LightUNETRSegmentationLib")]
+    assert not reached, reached
+
+
 def test_effect_is_registered_by_the_segmentation_module():
     source = _read(REPO / "LightUNETRSegmentation/LightUNETRSegmentation.py")
     assert 'slicer.app.connect("startupCompleted()", self.registerEditorEffect)' in source
@@ -606,7 +623,7 @@ class _WrapperTags:
 
 
 def test_gui_binding_disconnects_tag_zero_and_connects_a_node_once():
-    from LightUNETRSegmentationLib.parameters import GuiBinding
+    from LightUNETRSlicerLib.parameters import GuiBinding
 
     a, b = _WrapperTags(), _WrapperTags()
     binding = GuiBinding(ui=object())
@@ -668,7 +685,7 @@ def test_checker_reports_an_effect_in_an_imported_package(tmp_path):
 
 
 def test_documentation_link_is_on_the_extension_homepage():
-    from LightUNETRSegmentationLib import DOCUMENTATION_URL
+    from LightUNETRSlicerLib import DOCUMENTATION_URL
 
     homepage = re.search(r'set\(EXTENSION_HOMEPAGE\s+"([^"]+)"\)', _read(REPO / "CMakeLists.txt")).group(1)
     assert DOCUMENTATION_URL.startswith(homepage + "/")

@@ -6,7 +6,8 @@ import pytest
 import slicer
 import vtk
 
-from LightUNETRSegmentationLib import effectlogic, effectscenarios, generated, scenarios, segments, volumeio
+from LightUNETRSlicerLib import generated, segments, volumeio
+from LightUNETRSegmentationLib import effectlogic, effectscenarios, scenarios
 
 
 @pytest.mark.parametrize("region", ["box", "whole"])

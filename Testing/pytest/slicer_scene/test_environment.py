@@ -16,7 +16,7 @@ import zipfile
 import pytest
 
 from lightunetr_core.jobs import runner as jobrunner
-from LightUNETRSegmentationLib import environment
+from LightUNETRSlicerLib import environment
 
 
 def make_wheel(folder, name, version, requires=()):

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 import slicer
 
 from lightunetr_core.jobs import runner as jobrunner
-from LightUNETRSegmentationLib import logic as logic_module, scenarios, segments, volumeio
+from LightUNETRSlicerLib import segments, volumeio
+from LightUNETRSegmentationLib import logic as logic_module, scenarios
 from LightUNETRSegmentationLib.logic import SegmentationLogic
 from sitk_helpers import sitk_image, values_at_ras
 
@@ -216,7 +217,7 @@ def test_two_channel_model_with_two_volumes(scene, logic, two_channel_bundle):
 
 
 def test_model_library(tmp_path, tiny_bundle):
-    from LightUNETRSegmentationLib.models import ModelError, ModelLibrary
+    from LightUNETRSlicerLib.models import ModelError, ModelLibrary
 
     lib = ModelLibrary(str(tmp_path / "lib"))
     assert lib.discover() == ([], [])

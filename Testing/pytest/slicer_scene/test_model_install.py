@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from loopback_server import LoopbackServer
-from LightUNETRSegmentationLib import modelinstall
+from LightUNETRSlicerLib import modelinstall
 from LightUNETRSegmentationLib.logic import SegmentationLogic
-from LightUNETRSegmentationLib.models import ModelError
+from LightUNETRSlicerLib.models import ModelError
 from LightUNETRTrainingLib import scenarios, startfrom
 from LightUNETRTrainingLib.config import TrainingConfig
 from LightUNETRTrainingLib.logic import RunFolderError, TrainingLogic

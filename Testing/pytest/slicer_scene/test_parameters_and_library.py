@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from LightUNETRSegmentationLib import logic as logic_module, parameters
-from LightUNETRSegmentationLib.models import ModelError, ModelLibrary, read_model_info
+from LightUNETRSlicerLib import parameters
+from LightUNETRSegmentationLib import logic as logic_module
+from LightUNETRSlicerLib.models import ModelError, ModelLibrary, read_model_info
 
 
 def test_devices_per_operating_system():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import slicer
 
-from LightUNETRSegmentationLib import scenarios, segments, volumeio
+from LightUNETRSlicerLib import segments, volumeio
+from LightUNETRSegmentationLib import scenarios
 
 
 def _write_labels(tmp_path, arr, geometry="oblique"):

@@ -236,7 +236,7 @@ def test_console_api_setup_and_run(scene, tmp_path, logic):
 
 def test_generated_nodes_are_kept_out_of_the_inputs(scene, logic):
     """An uncertainty map LightUNETR made is neither a volume to segment nor a training case."""
-    from LightUNETRSegmentationLib import generated
+    from LightUNETRSlicerLib import generated
     from LightUNETRSegmentationLib import scenarios as seg_scenarios
 
     volume = seg_scenarios.add_volume("patient", seg_scenarios.test_pattern().astype(np.float32), "oblique")

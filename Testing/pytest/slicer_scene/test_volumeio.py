@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from LightUNETRSegmentationLib import scenarios, segments, volumeio
+from LightUNETRSlicerLib import segments, volumeio
+from LightUNETRSegmentationLib import scenarios
 from sitk_helpers import is_right_handed, sitk_image, values_at_ras, voxel_table_ras
 
 GEOMS = ["anisotropic", "oblique", "left-handed", "left-handed-oblique"]
