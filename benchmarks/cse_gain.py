@@ -22,6 +22,7 @@ supervised-k → supervised-all gap that CSE closes, and a paired bootstrap inte
 CSE minus each supervised-k run. It writes ``cse_gain.json`` and ``cse_gain.md`` into ``--out``.
 
     python benchmarks/cse_gain.py --demo --out bench/cse-gain-demo               # synthetic demo data, CPU budget
+    python benchmarks/cse_gain.py --demo anatomy --out bench/cse-gain-ct         # real anatomy (deformed CT)
     python benchmarks/cse_gain.py data/dataset.json --out bench/x --iterations 2000 --patch 96 96 96
     python benchmarks/cse_gain.py --demo --smoke --out /tmp/cse-gain               # a minute: the CI smoke run
 """
@@ -38,10 +39,13 @@ from pathlib import Path
 import numpy as np
 
 RUNS = ("supervised-k", "cse", "supervised-k-compute", "supervised-all")
-#: The demo configurations: the CPU measurement (about 25 minutes on 2 cores) and the CI smoke run.
+#: The generated-data configurations (``--demo synthetic|anatomy``): CPU measurements on 2 cores, and the CI
+#: smoke run (synthetic, tiny).
 DEMO = {
-    "cpu": {"cases": 16, "labeled": 4, "validation": 2, "test": 4, "shape": (64, 64, 40), "patch": (32, 32, 32),
-            "iterations": 500, "val_every": 100},
+    "synthetic": {"cases": 16, "labeled": 4, "validation": 2, "test": 4, "shape": (64, 64, 40), "patch": (32, 32, 32),
+                  "iterations": 500, "val_every": 100},
+    "anatomy": {"cases": 16, "labeled": 4, "validation": 2, "test": 4, "patch": (48, 48, 32), "iterations": 500,
+                "val_every": 100},
     "smoke": {"cases": 7, "labeled": 2, "validation": 1, "test": 2, "shape": (48, 48, 24), "patch": (32, 32, 32),
               "iterations": 3, "val_every": 3},
 }
@@ -127,13 +131,17 @@ def run(args) -> dict:
     log = (lambda message: print(message, file=sys.stderr, flush=True))
     if args.threads:
         torch.set_num_threads(args.threads)
-    schedule = DEMO["smoke" if args.smoke else "cpu"]
-    if args.demo:
+    schedule = DEMO["smoke" if args.smoke else (args.demo or "synthetic")]
+    counts = {k: schedule[k] for k in ("cases", "labeled", "validation", "test")} if args.demo else {}
+    if args.demo == "anatomy" and not args.smoke:
+        from lightunetr_core.data.anatomy import generate_anatomy_dataset
+
+        manifest = generate_anatomy_dataset(out / "data", seed=args.seed, keep_unlabeled_labels=True, **counts)
+    elif args.demo:
         from lightunetr_core.data.demo import generate_demo_dataset
 
-        manifest = generate_demo_dataset(out / "data", cases=schedule["cases"], labeled=schedule["labeled"],
-                                         validation=schedule["validation"], test=schedule["test"], seed=args.seed,
-                                         shape=schedule["shape"], overwrite=True, keep_unlabeled_labels=True)
+        manifest = generate_demo_dataset(out / "data", seed=args.seed, shape=schedule["shape"],
+                                         keep_unlabeled_labels=True, **counts)
     else:
         manifest = Path(args.manifest)
     iterations = args.iterations or schedule["iterations"]
@@ -141,7 +149,8 @@ def run(args) -> dict:
     common = dict(patch_size=patch, batch_labeled=args.batch[0], batch_unlabeled=args.batch[1], seed=args.seed,
                   device=args.device, threads=args.threads, val_every=min(args.val_every or schedule["val_every"],
                                                                           iterations),
-                  init_bundle=args.init_bundle, cache_dir=str(out / "cache"), lean=args.lean)
+                  init_bundle=args.init_bundle, cache_dir=str(out / "cache"), lean=args.lean,
+                  pseudo_label_components=args.pseudo_label_components)
 
     def request(name: str, recipe: str, data: Path, its: int) -> TrainingRequest:
         return TrainingRequest(data=str(data), run_dir=str(out / "runs" / name), recipe=recipe, iterations=its,
@@ -191,7 +200,8 @@ def run(args) -> dict:
         span = runs["supervised-all"]["mean_dice"] - runs["supervised-k"]["mean_dice"]
         gap = ((runs["cse"]["mean_dice"] - runs["supervised-k"]["mean_dice"]) / span) if span > 0.01 else None
     report = {
-        "manifest": str(manifest), "demo": bool(args.demo), "smoke": bool(args.smoke), "recipe": args.recipe,
+        "manifest": str(manifest), "demo": args.demo, "smoke": bool(args.smoke), "recipe": args.recipe,
+        "pseudo_label_components": args.pseudo_label_components,
         "iterations": iterations, "patch": list(patch), "batch": list(args.batch), "seed": args.seed,
         "match": args.match, "device": args.device, "threads": args.threads, "init_bundle": args.init_bundle,
         "test_cases": [row["id"] for row in cases], "classes": [table["labels"][c] for c in classes],
@@ -232,11 +242,15 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", nargs="?", help="dataset manifest with labeled / unlabeled / validation / test roles")
-    p.add_argument("--demo", action="store_true", help="generate the synthetic demo data (unlabelled labels kept aside)")
+    p.add_argument("--demo", nargs="?", const="synthetic", choices=["synthetic", "anatomy"], default=None,
+                   help="generate the data (unlabelled cases' labels kept aside): synthetic (the demo task, default) or "
+                        "anatomy (deformed copies of a real abdominal CT: lightunetr demo-data --source anatomy)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (the CI smoke run; not a measurement)")
     p.add_argument("--out", required=True, help="output folder (runs/, segmentations/, cse_gain.json, cse_gain.md)")
     p.add_argument("--recipe", default="cse-reference", choices=["cse-reference", "cse-paper"])
     p.add_argument("--lean", action="store_true", help="cse-reference in three passes")
+    p.add_argument("--pseudo-label-components", choices=["auto", "largest", "all"], default="auto",
+                   help="lightunetr train's option for every run (only CSE uses it)")
     p.add_argument("--iterations", type=int, default=None, help="iterations of supervised-k, cse and supervised-all")
     p.add_argument("--patch", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
     p.add_argument("--batch", type=int, nargs=2, default=(2, 2), metavar=("LABELED", "UNLABELED"))

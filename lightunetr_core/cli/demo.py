@@ -26,7 +26,11 @@ def register(subparsers) -> None:
     p.add_argument("--labeled", type=int, default=4, help="labelled training cases (default 4)")
     p.add_argument("--validation", type=int, default=None, help="validation cases (default 2, or 1 below 8 cases)")
     p.add_argument("--test", type=int, default=None, help="held-out test cases (default cases // 4)")
-    p.add_argument("--classes", type=int, choices=[1, 2], default=1, help="foreground classes (default 1)")
+    p.add_argument("--source", choices=["synthetic", "anatomy"], default="synthetic",
+                   help="synthetic: the organ-vs-distractor task (default); anatomy: deformed copies of a real "
+                        "abdominal CT with liver, spleen, kidneys and pancreas (model-made labels; its source is "
+                        "fetched once with pip, see docs/datasets.md)")
+    p.add_argument("--classes", type=int, choices=[1, 2], default=1, help="synthetic: foreground classes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--keep-unlabeled-labels", action="store_true",
@@ -61,18 +65,25 @@ def run_demo_data(args) -> int:
     events = EventWriter.for_cli("demo-data", args.events)
     events.started(total=args.cases, config={k: v for k, v in vars(args).items() if k != "func"})
     try:
-        manifest = generate_demo_dataset(
-            args.out_dir,
-            cases=args.cases,
-            labeled=args.labeled,
-            seed=args.seed,
-            classes=args.classes,
-            validation=args.validation,
-            test=args.test,
-            overwrite=args.overwrite,
-            events=events,
-            keep_unlabeled_labels=args.keep_unlabeled_labels,
-        )
+        if args.source == "anatomy":
+            from lightunetr_core.data.anatomy import generate_anatomy_dataset
+
+            manifest = generate_anatomy_dataset(args.out_dir, cases=args.cases, labeled=args.labeled, seed=args.seed,
+                                                validation=args.validation, test=args.test, overwrite=args.overwrite,
+                                                events=events, keep_unlabeled_labels=args.keep_unlabeled_labels)
+        else:
+            manifest = generate_demo_dataset(
+                args.out_dir,
+                cases=args.cases,
+                labeled=args.labeled,
+                seed=args.seed,
+                classes=args.classes,
+                validation=args.validation,
+                test=args.test,
+                overwrite=args.overwrite,
+                events=events,
+                keep_unlabeled_labels=args.keep_unlabeled_labels,
+            )
     except (ValueError, FileExistsError) as exc:
         events.error(str(exc), kind="bad_input")
         return EXIT_BAD_INPUT
