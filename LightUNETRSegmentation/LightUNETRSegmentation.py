@@ -512,7 +512,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_roundtrip_geometries(self):
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
 
         for geometry in ("anisotropic", "oblique", "left-handed", "left-handed-oblique"):
             self.delayDisplay(f"Label import, {geometry}")
@@ -525,7 +525,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         segmentation (as Slicer's effect template test does it)."""
         import numpy as np
 
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
 
         volume = scenarios.add_volume("effect-source", scenarios.test_pattern(shape).astype(np.float32), "oblique")
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -546,7 +546,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Effect registered")
 
     def test_effect_apply_through_editor_logic(self):
-        from LightUNETRSegmentationLib import effectscenarios
+        from LightUNETRScenarios import effect as effectscenarios
 
         for overwrite in ("all", "none"):
             for mask in ("everywhere", "outside-all", "intensity"):
@@ -563,7 +563,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         return not missing
 
     def test_with_model(self):
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
         from LightUNETRSegmentationLib.logic import SegmentationLogic
 
         if not self._deps():
@@ -580,7 +580,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
             slicer.mrmlScene.Clear(0)
 
     def test_add_zipped_model(self):
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
         from LightUNETRSegmentationLib.logic import SegmentationLogic
 
         if not self._deps():
@@ -601,7 +601,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
         """The GUI path: Apply runs in the background, the timer drives progress, the result appears."""
         import numpy as np
 
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
 
         widget = self._widget()
         volume = scenarios.add_volume("widget-input", scenarios.test_pattern((30, 34, 38)).astype(np.float32), "oblique")
@@ -629,7 +629,7 @@ class LightUNETRSegmentationTest(ScriptedLoadableModuleTest):
 
     def test_effect_gui(self):
         """The effect in a Segment Editor widget: Preview (ROI region), leave and re-enter, Apply, Undo."""
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
 
         if not self._deps():
             return

@@ -543,7 +543,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
         self.delayDisplay("First launch: GUI bound to the parameter node")
 
     def test_case_table_and_export(self):
-        from LightUNETRTrainingLib import scenarios
+        from LightUNETRScenarios import training as scenarios
 
         self.delayDisplay("Case table from the scene")
         scenarios.case_table_scenario()
@@ -561,7 +561,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
 
     def test_training(self):
         from LightUNETRSlicerLib import environment
-        from LightUNETRTrainingLib import scenarios
+        from LightUNETRScenarios import training as scenarios
 
         if environment.missing_dependencies():
             self.delayDisplay(f"torch/MONAI not installed: skipping the training test ({environment.missing_dependencies()})")
@@ -579,7 +579,7 @@ class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
 
     def test_resume_after_restart(self):
         from LightUNETRSlicerLib import environment
-        from LightUNETRTrainingLib import scenarios
+        from LightUNETRScenarios import training as scenarios
         from LightUNETRTrainingLib.logic import TrainingLogic
 
         if environment.missing_dependencies():

@@ -5,7 +5,6 @@ process through ``lightunetr_core.jobs.runner``):
 
 ``logic``          ``SegmentationLogic.process`` / ``processAsync`` / ``SegmentationQueue``, ``shared_logic``
 ``effectlogic``    the effect's preview session and its Apply through the segment editor's modify API
-``scenarios``, ``effectscenarios``  scenarios shared by pytest and the Slicer self-test
 
 Slicer-only (Qt): ``modeldialogs`` ("Download...", "Add model...", install progress), and the effect class in
 ``../SegmentEditorLightUNETRLib/`` (a folder of its own: Slicer loads an effect file as a module named after its

@@ -9,8 +9,8 @@
 ``logic``     :class:`TrainingLogic` / :class:`TrainingJob`: (download the model to start from,) start, stop
               (checkpoint), resume, reopen a run after a restart, register the bundle, segment the
               unlabelled cases, uncertainty ranking, stop on scene close
-``scenarios`` scenarios shared by pytest and the Slicer self-test
 
 Uses LightUNETRSlicerLib (volume export, segment import, model library, environment check), the engine's job
 runner (lightunetr_core.jobs.runner) and the Segmentation module's logic (to segment the unlabelled cases).
+Its test scenarios are in LightUNETRScenarios.training.
 """

@@ -44,7 +44,7 @@ class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
 
     def test_generated_nodes_are_not_inputs(self):
         from LightUNETRSlicerLib import generated
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
         from LightUNETRSegmentationLib.logic import shared_logic
         from LightUNETRTrainingLib.cases import CaseTable
 
@@ -53,7 +53,7 @@ class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
         generated.mark_generated(uncertainty, "MyModel", "uncertainty")
         self.assertEqual(shared_logic().inputVolumes(), [volume])
         self.assertEqual([r.volume for r in CaseTable.from_scene().rows], [volume])
-        from LightUNETRTrainingLib import scenarios as training_scenarios
+        from LightUNETRScenarios import training as training_scenarios
 
         slicer.mrmlScene.Clear(0)
         training_scenarios.review_scenario()
@@ -63,7 +63,7 @@ class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
         if self._missing():
             self.delayDisplay(f"torch/MONAI not installed in Slicer's Python: skipped ({self._missing()})")
             return
-        from LightUNETRSegmentationLib import scenarios
+        from LightUNETRScenarios import segmentation as scenarios
         from LightUNETRSegmentationLib.logic import shared_logic
 
         slicer.util.selectModule("LightUNETRSegmentation")
@@ -87,7 +87,7 @@ class LightUNETRWorkflowTest(ScriptedLoadableModuleTest):
             self.delayDisplay(f"torch/MONAI not installed in Slicer's Python: skipped ({self._missing()})")
             return
         from LightUNETRSegmentationLib.logic import SegmentationLogic
-        from LightUNETRTrainingLib import scenarios
+        from LightUNETRScenarios import training as scenarios
         from LightUNETRTrainingLib.config import TrainingConfig
         from LightUNETRTrainingLib.logic import TrainingLogic
 

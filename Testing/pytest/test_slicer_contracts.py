@@ -561,8 +561,8 @@ def test_only_the_job_runner_starts_processes():
 def test_training_uses_the_shared_library_not_the_segmentation_modules_internals():
     """What both modules need (volume I/O, segment import, model library, environment check, parameter binding)
     is in LightUNETRSlicerLib; from the Segmentation module the Training module uses only its logic (to segment
-    the unlabelled cases, as Slicer modules use each other's logic) and, in test scenarios, its scenarios."""
-    allowed = {"LightUNETRSegmentationLib.logic", "LightUNETRSegmentationLib.scenarios"}
+    the unlabelled cases, as Slicer modules use each other's logic)."""
+    allowed = {"LightUNETRSegmentationLib.logic"}
     reached = []
     for path in sorted((REPO / "LightUNETRTraining").rglob("*.py")):
         for node in ast.walk(ast.parse(_read(path))):
@@ -750,7 +750,7 @@ def test_slicer_side_engine_imports_do_not_import_torch():
 
     modules = set()
     for path in _slicer_side_files():
-        if path.name in ("scenarios.py", "effectscenarios.py") or path.parent.name == "Python":
+        if path.parent.name in ("LightUNETRScenarios", "Python"):
             continue
         for node in ast.walk(ast.parse(_read(path))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightunetr_core"):

@@ -73,7 +73,7 @@ def vtk_errors(slicer_env):
     return lambda: slicer_env.read_vtk_errors()[start:]
 
 
-from LightUNETRSegmentationLib.scenarios import make_tiny_bundle  # noqa: E402
+from LightUNETRScenarios.segmentation import make_tiny_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")

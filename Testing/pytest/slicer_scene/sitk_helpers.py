@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from LightUNETRSegmentationLib.scenarios import GEOMETRIES
-from LightUNETRSegmentationLib.scenarios import file_values_at_ras as values_at_ras  # noqa: F401 (tests import it from here)
+from LightUNETRScenarios.segmentation import GEOMETRIES
+from LightUNETRScenarios.segmentation import file_values_at_ras as values_at_ras  # noqa: F401 (tests import it from here)
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 

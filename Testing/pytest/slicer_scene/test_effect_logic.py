@@ -7,7 +7,8 @@ import slicer
 import vtk
 
 from LightUNETRSlicerLib import generated, segments, volumeio
-from LightUNETRSegmentationLib import effectlogic, effectscenarios, scenarios
+from LightUNETRSegmentationLib import effectlogic
+from LightUNETRScenarios import effect as effectscenarios, segmentation as scenarios
 
 
 @pytest.mark.parametrize("region", ["box", "whole"])

@@ -14,7 +14,8 @@ import slicer
 
 from lightunetr_core.jobs import runner as jobrunner
 from LightUNETRSlicerLib import segments, volumeio
-from LightUNETRSegmentationLib import logic as logic_module, scenarios
+from LightUNETRSegmentationLib import logic as logic_module
+from LightUNETRScenarios import segmentation as scenarios
 from LightUNETRSegmentationLib.logic import SegmentationLogic
 from sitk_helpers import sitk_image, values_at_ras
 

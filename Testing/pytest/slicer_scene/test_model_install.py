@@ -15,7 +15,8 @@ from loopback_server import LoopbackServer
 from LightUNETRSlicerLib import modelinstall
 from LightUNETRSegmentationLib.logic import SegmentationLogic
 from LightUNETRSlicerLib.models import ModelError
-from LightUNETRTrainingLib import scenarios, startfrom
+from LightUNETRTrainingLib import startfrom
+from LightUNETRScenarios import training as scenarios
 from LightUNETRTrainingLib.config import TrainingConfig
 from LightUNETRTrainingLib.logic import RunFolderError, TrainingLogic
 
@@ -105,7 +106,7 @@ def test_add_model_converts_an_authors_pth_with_a_preset(seg_logic, checkpoint, 
 
 def test_add_model_takes_a_zipped_bundle_and_shows_its_card_first(seg_logic, tmp_path):
     from lightunetr_core.bundle import export_bundle_zip
-    from LightUNETRSegmentationLib import scenarios as seg_scenarios
+    from LightUNETRScenarios import segmentation as seg_scenarios
 
     assert seg_scenarios.zipped_bundle_scenario(seg_logic, tmp_path / "scenario").name == "zipped"  # also the self-test
     seg_logic.removeModel("zipped")

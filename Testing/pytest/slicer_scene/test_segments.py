@@ -5,7 +5,7 @@ import pytest
 import slicer
 
 from LightUNETRSlicerLib import segments, volumeio
-from LightUNETRSegmentationLib import scenarios
+from LightUNETRScenarios import segmentation as scenarios
 
 
 def _write_labels(tmp_path, arr, geometry="oblique"):

@@ -12,7 +12,7 @@ import pytest
 
 from lightunetr_core.jobs import runner as jobrunner
 from LightUNETRSegmentationLib.logic import SegmentationLogic
-from LightUNETRTrainingLib import scenarios
+from LightUNETRScenarios import training as scenarios
 from LightUNETRTrainingLib.cases import CaseTable
 from LightUNETRTrainingLib.config import TrainingConfig
 from LightUNETRTrainingLib.logic import TrainingLogic
@@ -199,7 +199,7 @@ def test_ui_has_the_widgets_the_module_uses():
 
 
 def test_segment_outside_volume_and_surface_source_reported(scene):
-    from LightUNETRSegmentationLib.scenarios import add_volume
+    from LightUNETRScenarios.segmentation import add_volume
 
     small, _, _ = scenarios.add_case("small", 1, geometry="axial", shape_kji=(12, 12, 12))
     big = add_volume("big", np.zeros((20, 20, 20), np.float32), "axial")  # same grid, larger
@@ -237,7 +237,7 @@ def test_console_api_setup_and_run(scene, tmp_path, logic):
 def test_generated_nodes_are_kept_out_of_the_inputs(scene, logic):
     """An uncertainty map LightUNETR made is neither a volume to segment nor a training case."""
     from LightUNETRSlicerLib import generated
-    from LightUNETRSegmentationLib import scenarios as seg_scenarios
+    from LightUNETRScenarios import segmentation as seg_scenarios
 
     volume = seg_scenarios.add_volume("patient", seg_scenarios.test_pattern().astype(np.float32), "oblique")
     uncertainty = seg_scenarios.add_volume("patient uncertainty", seg_scenarios.test_pattern().astype(np.float32),

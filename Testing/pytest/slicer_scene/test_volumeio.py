@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import slicer
 
 from LightUNETRSlicerLib import segments, volumeio
-from LightUNETRSegmentationLib import scenarios
+from LightUNETRScenarios import segmentation as scenarios
 from sitk_helpers import is_right_handed, sitk_image, values_at_ras, voxel_table_ras
 
 GEOMS = ["anisotropic", "oblique", "left-handed", "left-handed-oblique"]

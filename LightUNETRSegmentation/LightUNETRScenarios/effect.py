@@ -13,7 +13,9 @@ import numpy as np
 import slicer
 
 from LightUNETRSlicerLib import segments
-from . import effectlogic, scenarios
+from LightUNETRSegmentationLib import effectlogic
+
+from LightUNETRScenarios import segmentation as scenarios
 
 LABEL_NAMES = ["background", "Liver", "Spleen", "Tumor"]
 

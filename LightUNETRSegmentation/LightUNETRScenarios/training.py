@@ -14,7 +14,7 @@ import slicer
 
 from lightunetr_core.jobs import runner as jobrunner
 
-from LightUNETRSegmentationLib.scenarios import GEOMETRIES, add_volume, file_values_at_ras
+from LightUNETRScenarios.segmentation import GEOMETRIES, add_volume, file_values_at_ras
 
 CLASSES = ("Organ", "Tumor")
 COLORS = {"Organ": (0.2, 0.8, 0.3), "Tumor": (0.9, 0.1, 0.6)}  # not the engine's default palette
@@ -95,7 +95,7 @@ def training_scene(n_labeled=2, n_unlabeled=2, n_validation=0, geometry="anisotr
 def case_table_scenario():
     """Scene: two labelled cases (one linked by reference geometry, one only by a subject-hierarchy
     folder), two unlabelled volumes, one label map (not a case). Checks the table. Returns it."""
-    from .cases import CaseTable
+    from LightUNETRTrainingLib.cases import CaseTable
 
     a, sa, _ = add_case("caseA", 1)
     b, sb, _ = add_case("caseB", 2, geometry="oblique", folder="patient B", link_reference=False)
@@ -110,7 +110,7 @@ def case_table_scenario():
     _expect(names["unlabeledC"].role == "unlabeled" and names["unlabeledC"].segmentation is None, "unlabeledC")
     _expect(names["unlabeledD"].role == "unlabeled", "unlabeledD")
     _expect(table.classes == list(CLASSES), f"classes {table.classes}")
-    from .config import TrainingConfig
+    from LightUNETRTrainingLib.config import TrainingConfig
 
     ok = table.check(TrainingConfig(batch_labeled=2, batch_unlabeled=2))
     _expect(ok, "table should be valid:\n" + table.report())
@@ -124,8 +124,8 @@ def case_table_scenario():
 
 def invalid_setups_scenario(logic, jobFolder):
     """Invalid setups are reported per case and nothing starts. Returns {case: report}."""
-    from .cases import CaseTable
-    from .config import TrainingConfig
+    from LightUNETRTrainingLib.cases import CaseTable
+    from LightUNETRTrainingLib.config import TrainingConfig
 
     scene = slicer.mrmlScene
     config = TrainingConfig(recipe="cse-reference", batch_labeled=1, batch_unlabeled=1, iterations=2,
@@ -169,9 +169,9 @@ def export_check_scenario(tmpdir):
     SimpleITK and compare in physical space with the scene's volumes and segments. Returns the export."""
     import SimpleITK as sitk
 
-    from .cases import CaseTable
-    from .config import TrainingConfig
-    from .export import export_cases
+    from LightUNETRTrainingLib.cases import CaseTable
+    from LightUNETRTrainingLib.config import TrainingConfig
+    from LightUNETRTrainingLib.export import export_cases
 
     a, sa, lab_a = add_case("aniso", 5, geometry="anisotropic", shape_kji=(20, 22, 18))
     b, sb, lab_b = add_case("obl", 6, geometry="oblique", shape_kji=(21, 19, 17))
@@ -207,8 +207,8 @@ def review_scenario():
     with "Mark reviewed"; a flagged segment keeps it out. The user's own segmentations are labelled."""
     from LightUNETRSlicerLib import generated
 
-    from .cases import CaseTable
-    from .config import TrainingConfig
+    from LightUNETRTrainingLib.cases import CaseTable
+    from LightUNETRTrainingLib.config import TrainingConfig
 
     add_case("own", 1)
     _, ai_seg, _ = add_case("ai", 2)
@@ -354,7 +354,7 @@ def reopen_scenario(logic, newLogic, jobFolder, config, timeout=600):
 
 
 def _voxel_table(volumeNode):
-    from LightUNETRSegmentationLib.scenarios import physical_voxel_table
+    from LightUNETRScenarios.segmentation import physical_voxel_table
 
     return physical_voxel_table(volumeNode)
 
