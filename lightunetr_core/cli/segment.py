@@ -197,6 +197,96 @@ def _statistics_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+class _InputProblem(InputError):
+    pass
+
+
+def _preflight(args: argparse.Namespace):
+    """Everything checkable without heavy work, so that a bad input writes nothing: the model card, the
+    inputs, the outputs (and whether they exist). Returns ``(card, cases, outputs)``."""
+    from lightunetr_core.bundle import read_model_card
+    from lightunetr_core.data.io import OutputExistsError, inspect_image
+
+    card = read_model_card(args.model)
+    if args.stride is not None and not all(0 < t <= p for t, p in zip(args.stride, card.patch_size)):
+        raise _InputProblem(f"--stride {tuple(args.stride)} must be between 1 and the model's patch size "
+                            f"{tuple(card.patch_size)} on every axis")
+    named_cases = expand_inputs([Path(p) for p in args.inputs], len(card.input_channels), card.input_channels)
+    cases = [paths for _, paths in named_cases]
+    for path in (p for paths in cases for p in paths):
+        inspect_image(path)
+    output = Path(args.output)
+    if output.exists() and output.is_file() and not _is_file_target(output):
+        raise _InputProblem(f"-o {output} is an existing file with an unknown ending; give a folder "
+                            f"or a file name ending in {', '.join(_FILE_ENDINGS)}")
+    outputs = plan_outputs(named_cases, output, args.format, args.probabilities, args.uncertainty, args.statistics)
+    if any(entry["labels"].name.lower().endswith(".dcm") for entry in outputs):
+        from lightunetr_core.data.dicomseg import _require_highdicom
+
+        _require_highdicom()
+        not_dicom = [str(paths[0]) for paths in cases if len(paths) != 1 or not paths[0].is_dir()]
+        if not_dicom:
+            raise _InputProblem(f"--format dicom-seg needs a DICOM series folder as the input of each case; "
+                                f"not one: {', '.join(not_dicom[:3])}")
+    if not args.overwrite:
+        existing = [str(p) for entry in outputs for p in entry.values() if p.exists()]
+        if existing:
+            raise OutputExistsError(
+                f"output file(s) already exist: {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}. "
+                "Choose another output or pass --overwrite.")
+    return card, cases, outputs
+
+
+def _write_case(result, out: dict, card, source: Path, overwrite: bool) -> tuple[list[Path], str, list]:
+    """Write one case's files (all or none: a failure removes what this case wrote). Returns the files, the
+    kind of the label output and the label statistics."""
+    from lightunetr_core.atomic import atomic_output
+    from lightunetr_core.data.io import write_image, write_segmentation_nrrd
+    from lightunetr_core.inference.statistics import label_statistics
+
+    written: list[Path] = []
+    try:
+        labels_path = out["labels"]
+        name = labels_path.name.lower()
+        if name.endswith(".seg.nrrd"):
+            write_segmentation_nrrd(result.labels, labels_path, card.labels, overwrite=overwrite)
+        elif name.endswith(".dcm"):
+            from lightunetr_core.data.dicomseg import write_dicom_seg
+
+            write_dicom_seg(result.labels, source, labels_path, card.labels, card.name, overwrite=overwrite)
+        else:
+            write_image(result.labels, labels_path, overwrite=overwrite)
+        written.append(labels_path)
+        kind = "segmentation" if name.endswith(".seg.nrrd") else "dicom-seg" if name.endswith(".dcm") else "labelmap"
+        for extra in ("probabilities", "uncertainty"):
+            if extra in out:
+                write_image(getattr(result, extra), out[extra], overwrite=overwrite)
+                written.append(out[extra])
+        stats = label_statistics(result.labels, card.labels)
+        if "statistics" in out:
+            with atomic_output(out["statistics"], "w") as handle:
+                handle.write(_statistics_csv(stats))
+            written.append(out["statistics"])
+    except BaseException:
+        for p in written:  # no partial case output
+            p.unlink(missing_ok=True)
+        raise
+    return written, kind, stats
+
+
+def _report_case(events, case_index: int, out: dict, kind: str, card, result, stats) -> None:
+    from lightunetr_core.inference.statistics import review_score
+
+    events.emit("output", path=str(out["labels"]), kind=kind, case=case_index,
+                labels={str(lb["value"]): lb["name"] for lb in card.labels})
+    for extra in ("probabilities", "uncertainty", "statistics"):
+        if extra in out:
+            events.emit("output", path=str(out[extra]), kind=extra, case=case_index)
+        if extra == "uncertainty" and extra in out:
+            events.emit("review", case=case_index, **review_score(result.labels, result.uncertainty))
+    events.emit("statistics", case=case_index, classes=stats)
+
+
 def run(args: argparse.Namespace) -> int:
     from lightunetr_core.jobs import (
         EXIT_BAD_INPUT,
@@ -214,21 +304,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     written: list[str] = []
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    # Light imports first: the pre-flight checks below run without torch, so bad input fails fast.
+    # Light imports first: the pre-flight checks run without torch, so bad input fails fast.
     import SimpleITK as sitk
 
-    from lightunetr_core.bundle import load_bundle, read_model_card
-    from lightunetr_core.data.io import (
-        OutputExistsError,
-        image_warnings,
-        inspect_image,
-        read_image,
-        write_image,
-        write_segmentation_nrrd,
-    )
-
-    class InputProblem(InputError):
-        pass
+    from lightunetr_core.bundle import load_bundle
+    from lightunetr_core.data.io import OutputExistsError, image_warnings, read_image
 
     bad_input: tuple = (InputError, OutputExistsError)  # exit 2; anything else is a bug (exit 1)
     case_index = 0
@@ -236,52 +316,16 @@ def run(args: argparse.Namespace) -> int:
         from lightunetr_core.inference.options import InferenceOptions
 
         options = InferenceOptions.from_cli_args(args)  # checks the values (an InputError names the option)
+        card, cases, outputs = _preflight(args)
 
-        # Pre-flight: everything checkable without heavy work, so a bad input writes nothing.
-        card = read_model_card(args.model)
-        if args.stride is not None and not all(0 < t <= p for t, p in zip(args.stride, card.patch_size)):
-            raise InputProblem(
-                f"--stride {tuple(args.stride)} must be between 1 and the model's patch size "
-                f"{tuple(card.patch_size)} on every axis"
-            )
-        channels = len(card.input_channels)
-        named_cases = expand_inputs([Path(p) for p in args.inputs], channels, card.input_channels)
-        cases = [paths for _, paths in named_cases]
-        inputs = [p for paths in cases for p in paths]
-        for path in inputs:
-            inspect_image(path)
-        output = Path(args.output)
-        if output.exists() and output.is_file() and not _is_file_target(output):
-            raise InputProblem(f"-o {output} is an existing file with an unknown ending; give a folder "
-                                      f"or a file name ending in {', '.join(_FILE_ENDINGS)}")
-        outputs = plan_outputs(named_cases, output, args.format, args.probabilities, args.uncertainty,
-                               args.statistics)
-        if any(entry["labels"].name.lower().endswith(".dcm") for entry in outputs):
-            from lightunetr_core.data.dicomseg import _require_highdicom
-
-            _require_highdicom()
-            not_dicom = [str(paths[0]) for paths in cases if len(paths) != 1 or not paths[0].is_dir()]
-            if not_dicom:
-                raise InputProblem(f"--format dicom-seg needs a DICOM series folder as the input of each case; "
-                                   f"not one: {', '.join(not_dicom[:3])}")
-        if not args.overwrite:
-            existing = [str(p) for entry in outputs for p in entry.values() if p.exists()]
-            if existing:
-                raise OutputExistsError(
-                    f"output file(s) already exist: {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}. "
-                    "Choose another output or pass --overwrite."
-                )
-
-        from lightunetr_core.atomic import atomic_output
         from lightunetr_core.inference import Segmenter, select_device
-        from lightunetr_core.inference.statistics import label_statistics, review_score
 
         if args.threads:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
         try:
             device = select_device(args.device)
         except ValueError as exc:
-            raise InputProblem(str(exc)) from None
+            raise _InputProblem(str(exc)) from None
         events.started(total=len(cases), config=config)
         segmenter = Segmenter(load_bundle(args.model, device=device), options.replace(device=str(device)),
                               log=lambda message: events.log(
@@ -310,46 +354,8 @@ def run(args: argparse.Namespace) -> int:
             result = segmenter.segment(images, progress=progress, cancel=cancel)
             cancel.raise_if_cancelled()
             events.stage("write", f"case {case_index + 1}/{len(cases)}: writing", case=case_index)
-            case_written: list[Path] = []
-            try:
-                labels_path = out["labels"]
-                name = labels_path.name.lower()
-                if name.endswith(".seg.nrrd"):
-                    write_segmentation_nrrd(result.labels, labels_path, card.labels, overwrite=args.overwrite)
-                elif name.endswith(".dcm"):
-                    from lightunetr_core.data.dicomseg import write_dicom_seg
-
-                    write_dicom_seg(result.labels, channel_paths[0], labels_path, card.labels, card.name,
-                                    overwrite=args.overwrite)
-                else:
-                    write_image(result.labels, labels_path, overwrite=args.overwrite)
-                case_written.append(labels_path)
-                kind = "segmentation" if name.endswith(".seg.nrrd") else "dicom-seg" if name.endswith(".dcm") else "labelmap"
-                if "probabilities" in out:
-                    write_image(result.probabilities, out["probabilities"], overwrite=args.overwrite)
-                    case_written.append(out["probabilities"])
-                if "uncertainty" in out:
-                    write_image(result.uncertainty, out["uncertainty"], overwrite=args.overwrite)
-                    case_written.append(out["uncertainty"])
-                stats = label_statistics(result.labels, card.labels)
-                if "statistics" in out:
-                    with atomic_output(out["statistics"], "w") as handle:
-                        handle.write(_statistics_csv(stats))
-                    case_written.append(out["statistics"])
-            except BaseException:
-                for p in case_written:  # no partial case output
-                    p.unlink(missing_ok=True)
-                raise
-            events.emit("output", path=str(labels_path), kind=kind, case=case_index,
-                        labels={str(lb["value"]): lb["name"] for lb in card.labels})
-            if "probabilities" in out:
-                events.emit("output", path=str(out["probabilities"]), kind="probabilities", case=case_index)
-            if "uncertainty" in out:
-                events.emit("output", path=str(out["uncertainty"]), kind="uncertainty", case=case_index)
-                events.emit("review", case=case_index, **review_score(result.labels, result.uncertainty))
-            if "statistics" in out:
-                events.emit("output", path=str(out["statistics"]), kind="statistics", case=case_index)
-            events.emit("statistics", case=case_index, classes=stats)
+            case_written, kind, stats = _write_case(result, out, card, channel_paths[0], args.overwrite)
+            _report_case(events, case_index, out, kind, card, result, stats)
             written.extend(str(p) for p in case_written)
             events.progress(case_index + 1, len(cases), unit="case", device=result.device, backend=result.backend,
                             timings={k: round(v, 3) for k, v in result.timings.items()})
