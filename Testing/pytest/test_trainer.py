@@ -291,3 +291,45 @@ def test_a_step_that_does_not_fit_in_memory_is_refused_with_what_it_needs(demo_d
     assert "does not fit in the memory of cpu" in message and "needs more than" in message and "ulimit -v" in message, message
     assert "--patch-size" in message and "--lean" in message, message
     assert not (tmp_path / "runs").exists(), "the refused run left a folder behind"
+
+
+def test_the_pseudo_label_rule_is_decided_from_the_labelled_cases_and_recorded(tmp_path):
+    """Three classes, one of two separate parts in every labelled case: --pseudo-label-components auto keeps the
+    largest-component step for the one-part class only, and says so in the log, the run's started event and the
+    model card; 'largest' (the reference rule) keeps it for both."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lightunetr_core.bundle import read_model_card
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i, role in enumerate(["labeled", "labeled", "unlabeled", "unlabeled", "validation"]):
+        label = np.zeros((32, 32, 32), dtype=np.uint8)  # z, y, x
+        label[8:20, 4:12, 4:12] = 1  # left part of class 1
+        label[8:20, 4:12, 20:28] = 1  # right part of class 1
+        label[10:18, 18:28, 10:22] = 2  # one organ
+        image = (label * 40.0 + rng.normal(0, 5, label.shape)).astype(np.float32)
+        entry = {"id": f"c{i}", "images": [f"c{i}_0000.nii.gz"], "label": None, "role": role}
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / entry["images"][0]))
+        if role != "unlabeled":
+            entry["label"] = f"c{i}.nii.gz"
+            sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / entry["label"]))
+        cases.append(entry)
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"name": "parts", "modalities": ["MR"], "cases": cases,
+                                    "labels": {"0": "background", "1": "kidneys", "2": "liver"}}))
+    kept = {}
+    for mode in ("auto", "largest"):
+        proc = _cli("--data", str(manifest), "-o", str(tmp_path / mode), "--patch-size", "32", "--iterations", "1",
+                    "--val-every", "0", "--events", "json", "--device", "cpu", "--lean",
+                    "--pseudo-label-components", mode)
+        assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+        ev = _events(proc.stdout)
+        started = next(e for e in ev if e["event"] == "started" and "config" in e and "recipe" in e["config"])
+        card = read_model_card(next(e["path"] for e in ev if e["event"] == "output"))
+        assert card.provenance["pseudo_label_components"] == mode
+        kept[mode] = (started["config"]["recipe"]["largest_component_classes"],
+                      card.provenance["largest_component_classes"])
+        assert any(e["event"] == "log" and "largest component of" in e["message"] for e in ev)
+    assert kept["auto"] == ([2], [2]) and kept["largest"] == ([1, 2], [1, 2])
