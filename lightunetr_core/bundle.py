@@ -137,6 +137,10 @@ class ModelCard:
         if plan.channels != len(self.input_channels):
             raise BundleError(f"model card: {len(self.input_channels)} input channel(s) {self.input_channels} but "
                               f"{plan.channels} normalization(s) in the preprocessing plan; give one per channel")
+        grid = self.architecture_args.get("patch_size")  # Light-UNETR's position embedding is built for its patch
+        if grid is not None and [int(g) for g in grid] != [int(p) for p in self.patch_size]:
+            raise BundleError(f"model card: the network is built for patch {list(grid)} (architecture_args) but the "
+                              f"card's patch_size is {list(self.patch_size)}; they must be the same")
         in_ch = self.architecture_args.get("in_channels")
         if in_ch is not None and int(in_ch) != len(self.input_channels):
             raise BundleError(f"model card: architecture has in_channels={in_ch} but input_channels lists "

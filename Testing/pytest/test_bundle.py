@@ -104,9 +104,14 @@ def test_save_refuses_existing_and_mismatched_card(tmp_path, tiny_model, saved):
     assert read_model_card(saved).description == "new"
     with pytest.raises(BundleError, match="labels"):
         save_bundle(tmp_path / "two", tiny_model, tiny_card(labels=default_labels(["background", "liver"])))
-    wrong_args = tiny_card(architecture_args={"in_channels": 1, "num_classes": 3, "patch_size": [64, 64, 64]})
+    wrong_args = tiny_card(architecture_args={"in_channels": 1, "num_classes": 3, "patch_size": [64, 64, 64]},
+                           patch_size=[64, 64, 64])
     with pytest.raises(BundleError, match="does not match"):
         save_bundle(tmp_path / "wrong", tiny_model, wrong_args)
+    # The patch is one fact: a card whose network grid and window differ is refused before anything is written.
+    two_patches = tiny_card(architecture_args={"in_channels": 1, "num_classes": 3, "patch_size": [64, 64, 64]})
+    with pytest.raises(BundleError, match="must be the same"):
+        save_bundle(tmp_path / "wrong", tiny_model, two_patches)
     assert not (tmp_path / "two.lightunetr").exists() and not (tmp_path / "wrong.lightunetr").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".tmp-", ".old-"))]
 
