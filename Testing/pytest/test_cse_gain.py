@@ -59,6 +59,10 @@ def test_smoke_run_end_to_end(tmp_path):
     runs = report["runs"]
     assert runs["cse"]["recipe"] == "cse-reference" and runs["supervised-all"]["recipe"] == "supervised"
     assert runs["supervised-k-compute"]["iterations"] == max(3, round(3 * runs["supervised-k-compute"]["compute_ratio"]))
+    # --match time on a CPU: the ratio of CPU seconds per iteration, which another program cannot tilt
+    assert runs["supervised-k-compute"]["compute_ratio"] == pytest.approx(
+        runs["cse"]["cpu_s_per_iteration"] / runs["supervised-k"]["cpu_s_per_iteration"])
+    assert report["match"] == "time" and report["passes_ratio"] == 6.0
     for name, run in runs.items():
         assert Path(run["bundle"]).is_dir() and 0.0 <= run["mean_dice"] <= 1.0
         assert len(run["case_mean_dice"]) == len(report["test_cases"]) == 2
