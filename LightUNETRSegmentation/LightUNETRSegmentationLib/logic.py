@@ -210,7 +210,8 @@ class SegmentationJob:
         try:
             engine = InferenceOptions(
                 overlap=float(self.options.get("overlap", 0.5)), return_uncertainty=bool(self.options.get("uncertainty")),
-                largest_component=bool(self.options.get("largestComponent")), tta_flips=bool(self.options.get("tta")),
+                # A class the model's card names as of separate parts (both kidneys) keeps them.
+                largest_component="auto" if self.options.get("largestComponent") else False, tta_flips=bool(self.options.get("tta")),
                 threads=self.options.get("threads") or None, device=self.device)
         except (InputError, TypeError, ValueError) as exc:
             self._fail(f"Invalid option: {exc}")

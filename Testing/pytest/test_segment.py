@@ -447,9 +447,27 @@ def test_inference_options_round_trip_through_the_command_line():
                     InferenceOptions(overlap=0.25, tta_flips=True, largest_component=True, return_uncertainty=True,
                                      return_probabilities=True, roi=(1.5, -2.0, 3.0, 40.0, 50.25, 60.0),
                                      sw_batch_size=4, device="cuda:1", backend="torch", threads=3, blend="constant"),
-                    InferenceOptions(stride=(18, 18, 4), device="auto")):
+                    InferenceOptions(stride=(18, 18, 4), device="auto"),
+                    InferenceOptions(largest_component="auto", device="cpu")):
         args = build_parser().parse_args(["segment", "in.nii.gz", "-m", "m.lightunetr", "-o", "out",
                                           *options.to_cli_args()])
         assert InferenceOptions.from_cli_args(args) == options
     with pytest.raises(InputError, match="overlap"):
         InferenceOptions(overlap=1.0)
+    with pytest.raises(InputError, match="largest component"):
+        InferenceOptions(largest_component="some")
+
+
+def test_largest_component_auto_keeps_the_parts_of_a_multi_part_class():
+    """'auto' keeps the largest component only of the classes the card names as one structure (decided from the
+    labelled cases at training), so both kidneys survive; True is the authors' rule for every class."""
+    from types import SimpleNamespace
+
+    from lightunetr_core.inference import InferenceOptions
+
+    card = SimpleNamespace(num_classes=4, provenance={"largest_component_classes": [1, 3]})
+    assert InferenceOptions(largest_component="auto").largest_component_classes(card) == [1, 3]
+    assert InferenceOptions(largest_component=True).largest_component_classes(card) == [1, 2, 3]
+    assert InferenceOptions().largest_component_classes(card) == []
+    older = SimpleNamespace(num_classes=3, provenance={})  # a card from before the rule: every class
+    assert InferenceOptions(largest_component="auto").largest_component_classes(older) == [1, 2]

@@ -241,9 +241,10 @@ def evaluate_bundles(manifest, bundles: dict, seg_dir, events=None, cancel=None,
         spacing = reference_image.GetSpacing()[::-1]
         row = {"id": case.id, "dice": {}, "hd95_mm": {}}
         for method, bundle in loaded.items():
-            # Largest connected component per class, as the authors' test protocol (code_cse/utils/test_3d_patch_fixmatch.py).
+            # Largest connected component per class, as the authors' test protocol
+            # (code_cse/utils/test_3d_patch_fixmatch.py), for the classes that are one structure (the card says which).
             result = segment_image(bundle, [str(p) for p in case.images], cancel=cancel, device=device,
-                                   largest_component=True)
+                                   largest_component="auto")
             Path(seg_dir, method).mkdir(parents=True, exist_ok=True)
             write_image(result.labels, Path(seg_dir, method, f"{case.id}.nii.gz"), overwrite=True)
             prediction = sitk.GetArrayFromImage(result.labels)

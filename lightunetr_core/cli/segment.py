@@ -55,8 +55,10 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch, ONNX Runtime and SimpleITK")
     parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default 1)")
-    parser.add_argument("--largest-component", action="store_true",
-                        help="keep only the largest connected component of each class")
+    parser.add_argument("--largest-component", nargs="?", const="all", choices=("all", "auto"), default=None,
+                        help="keep only the largest connected component of each class (all, the default when given "
+                             "alone), or of the classes the model's card names as one connected structure (auto: a "
+                             "class of separate parts, such as both kidneys, keeps them)")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write class probabilities (float32 vector image, one component per class)")
     parser.add_argument("--uncertainty", action="store_true",

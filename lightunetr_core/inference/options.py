@@ -24,7 +24,10 @@ class InferenceOptions:
             dense test used 18, 18, 4 for LA and 16, 16, 4 for Pancreas-CT with ``blend="constant"``).
         blend: ``"gaussian"`` or ``"constant"`` window weighting.
         tta_flips: average with mirrored predictions (×4 time).
-        largest_component: keep only the largest connected component of every class.
+        largest_component: keep only the largest connected component of every class (``True``), or of the classes
+            the model's card names as one connected structure (``"auto"``: ``provenance.largest_component_classes``,
+            decided from the labelled cases at training; every class when the card does not say), so that a class
+            of separate parts (both kidneys) keeps them.
         roi: physical box ``(x0, y0, z0, x1, y1, z1)`` in LPS mm; only voxels inside are segmented.
         return_probabilities / return_uncertainty: also return class probabilities / the entropy map.
         sw_batch_size: windows per network call.
@@ -37,7 +40,7 @@ class InferenceOptions:
     stride: Sequence[int] | None = None
     blend: str = "gaussian"
     tta_flips: bool = False
-    largest_component: bool = False
+    largest_component: bool | str = False
     roi: Sequence[float] | None = None
     return_probabilities: bool = False
     return_uncertainty: bool = False
@@ -59,10 +62,22 @@ class InferenceOptions:
             raise InputError("the window batch (sw_batch_size) must be at least 1")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError("threads must be at least 1")
+        if self.largest_component not in (False, True, "auto"):
+            raise InputError(f"largest component {self.largest_component!r}: use True (every class), 'auto' or False")
         if self.blend not in ("gaussian", "constant"):
             raise InputError(f"blend {self.blend!r}: use 'gaussian' or 'constant'")
         if self.roi is not None and len(self.roi) != 6:
             raise InputError(f"ROI needs 6 numbers x0 y0 z0 x1 y1 z1 (LPS mm), got {len(self.roi)}")
+
+    def largest_component_classes(self, card) -> list[int]:
+        """The classes whose largest connected component is kept, for a model with this ``card``."""
+        every = list(range(1, card.num_classes))
+        if not self.largest_component:
+            return []
+        if self.largest_component == "auto":
+            named = (card.provenance or {}).get("largest_component_classes")
+            return [int(c) for c in named] if isinstance(named, list) else every
+        return every
 
     def replace(self, **changes) -> "InferenceOptions":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -73,7 +88,7 @@ class InferenceOptions:
     def from_cli_args(cls, args) -> "InferenceOptions":
         """The options of a parsed ``lightunetr segment`` command line (the inverse of :meth:`to_cli_args`)."""
         return cls(overlap=args.overlap, stride=args.stride, blend=args.blend, tta_flips=args.tta,
-                   largest_component=args.largest_component, roi=args.roi, return_probabilities=args.probabilities,
+                   largest_component={None: False, "all": True, "auto": "auto"}[args.largest_component], roi=args.roi, return_probabilities=args.probabilities,
                    return_uncertainty=args.uncertainty, sw_batch_size=args.sw_batch_size, device=args.device,
                    backend=args.backend, threads=args.threads)
 
@@ -88,7 +103,9 @@ class InferenceOptions:
             args += ["--overlap", str(float(self.overlap))]
         if self.blend != "gaussian":
             args += ["--blend", self.blend]
-        for flag, on in (("--tta", self.tta_flips), ("--largest-component", self.largest_component),
+        if self.largest_component:
+            args += ["--largest-component", "auto" if self.largest_component == "auto" else "all"]
+        for flag, on in (("--tta", self.tta_flips),
                          ("--probabilities", self.return_probabilities), ("--uncertainty", self.return_uncertainty)):
             if on:
                 args.append(flag)

@@ -158,8 +158,9 @@ class Segmenter:
             if probabilities is not None:
                 probabilities[0] = np.where(keep, probabilities[0], 1.0)
                 probabilities[1:] *= keep
-        if options.largest_component:
-            labels = keep_largest_components(labels, classes=range(1, card.num_classes))
+        largest = options.largest_component_classes(card)
+        if largest:
+            labels = keep_largest_components(labels, classes=largest)
         if box is not None:
             sl = tuple(slice(s, s + n) for s, n in zip(*box))
             full_labels = np.zeros(full.size, np.uint8)
