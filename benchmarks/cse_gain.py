@@ -129,10 +129,13 @@ def train(name: str, request, log) -> dict:
 def run(args) -> dict:
     import torch
 
-    from lightunetr_core.cli.demo import evaluate_bundles
     from lightunetr_core.training.request import TrainingRequest
 
     out = Path(args.out)
+    log = (lambda message: print(message, file=sys.stderr, flush=True))
+    if args.score_only:  # the runs of an earlier call, scored again (e.g. after a change of post-processing)
+        report = json.loads((out / "cse_gain.json").read_text(encoding="utf-8"))
+        return score(report, out, args.bootstrap, log)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise SystemExit(f"{out} is not empty; choose a new --out or pass --overwrite")
@@ -140,7 +143,6 @@ def run(args) -> dict:
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    log = (lambda message: print(message, file=sys.stderr, flush=True))
     if args.threads:
         torch.set_num_threads(args.threads)
     schedule = DEMO["smoke" if args.smoke else (args.demo or "synthetic")]
@@ -188,7 +190,31 @@ def run(args) -> dict:
     else:
         log("the unlabelled cases carry no labels: no supervised-all upper bound")
 
+    report = {
+        "manifest": str(manifest), "demo": args.demo, "smoke": bool(args.smoke), "recipe": args.recipe,
+        "pseudo_label_components": args.pseudo_label_components,
+        "iterations": iterations, "patch": list(patch), "batch": list(args.batch), "seed": args.seed,
+        "match": args.match, "device": args.device, "threads": args.threads, "init_bundle": args.init_bundle,
+        "runs": runs,
+        "passes_ratio": samples_per_iteration(args.recipe, *args.batch, lean=args.lean)
+        / samples_per_iteration("supervised", *args.batch),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "processor": platform.processor() or platform.machine()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    return score(report, out, args.bootstrap, log)
+
+
+def score(report: dict, out: Path, bootstrap: int, log) -> dict:
+    """Segment the test cases with every run's bundle and add the Dice / HD95 tables and the comparisons to
+    ``report``; writes cse_gain.json and cse_gain.md into ``out``."""
+    from lightunetr_core.cli.demo import evaluate_bundles
+
     log("segmenting the test cases ...")
+    report.setdefault("passes_ratio", samples_per_iteration(report["recipe"], *report["batch"])
+                      / samples_per_iteration("supervised", *report["batch"]))
+    runs = report["runs"]
+    manifest = report["manifest"]
     table = evaluate_bundles(manifest, {name: run["bundle"] for name, run in runs.items()}, out / "segmentations")
     classes = list(table["labels"])
     cases = table["cases"]
@@ -206,25 +232,15 @@ def run(args) -> dict:
     cse = np.array(runs["cse"]["case_mean_dice"])
     for base in ("supervised-k", "supervised-k-compute"):
         diff = cse - np.array(runs[base]["case_mean_dice"])
-        lo, hi = bootstrap_interval(diff, args.bootstrap, args.seed)
+        lo, hi = bootstrap_interval(diff, bootstrap, report["seed"])
         comparisons[f"cse - {base}"] = {"mean": float(diff.mean()), "ci95": [lo, hi]}
     gap = None
     if "supervised-all" in runs:
         span = runs["supervised-all"]["mean_dice"] - runs["supervised-k"]["mean_dice"]
         gap = ((runs["cse"]["mean_dice"] - runs["supervised-k"]["mean_dice"]) / span) if span > 0.01 else None
-    report = {
-        "manifest": str(manifest), "demo": args.demo, "smoke": bool(args.smoke), "recipe": args.recipe,
-        "pseudo_label_components": args.pseudo_label_components,
-        "iterations": iterations, "patch": list(patch), "batch": list(args.batch), "seed": args.seed,
-        "match": args.match, "device": args.device, "threads": args.threads, "init_bundle": args.init_bundle,
-        "test_cases": [row["id"] for row in cases], "classes": [table["labels"][c] for c in classes],
-        "runs": runs, "comparisons": comparisons, "gap_closed": gap,
-        "passes_ratio": samples_per_iteration(args.recipe, *args.batch, lean=args.lean)
-        / samples_per_iteration("supervised", *args.batch),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "processor": platform.processor() or platform.machine()},
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    report.update({"test_cases": [row["id"] for row in cases], "classes": [table["labels"][c] for c in classes],
+                   "comparisons": comparisons, "gap_closed": gap,
+                   "scoring": "largest connected component of the classes each card names as one structure"})
     (out / "cse_gain.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "cse_gain.md").write_text(markdown(report), encoding="utf-8")
     return report
@@ -280,9 +296,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--score-only", action="store_true",
+                   help="segment and score the test cases again with the bundles of an earlier call in --out")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the test cases")
     args = p.parse_args(argv)
-    if not args.demo and not args.manifest:
+    if not args.demo and not args.manifest and not args.score_only:
         p.error("give a MANIFEST or --demo")
     report = run(args)
     print(markdown(report))
