@@ -5,7 +5,7 @@ Thin Slicer module: the widget wires the .ui to :mod:`LightUNETRTrainingLib.logi
 tested with pytest against a real MRML scene (slicer-core). Every Slicer/Qt/CTK call here was looked up in
 Slicer's source at v5.10.0 and v5.12.x (docs/slicer.md, "API audit"); Testing/pytest/test_slicer_contracts.py checks
 the rules that can be checked without Slicer. The self-test at the bottom runs the shared scenarios
-(:mod:`LightUNETRTrainingLib.scenarios`) inside a real Slicer.
+(:mod:`LightUNETRScenarios.training`) inside a real Slicer.
 """
 
 import logging
@@ -476,7 +476,7 @@ class LightUNETRTrainingLogic(ScriptedLoadableModuleLogic):
 
 class LightUNETRTrainingTest(ScriptedLoadableModuleTest):
     """Runs in a real Slicer: the first-launch state of the widget and the scenarios of
-    LightUNETRTrainingLib.scenarios (also run by pytest on slicer-core); the training run only when torch
+    LightUNETRScenarios.training (also run by pytest on slicer-core); the training run only when torch
     and MONAI are installed in Slicer's Python."""
 
     def setUp(self):

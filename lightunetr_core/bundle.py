@@ -10,7 +10,6 @@ a newer format version, and anything that is not safetensors (no pickle is ever 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lightunetr_core.atomic import atomic_folder
+from lightunetr_core.storage import sha256_file
 from lightunetr_core.vocabulary import InputError
 
 __all__ = [
@@ -49,14 +49,6 @@ CARD_FILE = "model_card.json"
 #: Colours for labels 1.. when none are given (Slicer-like, 0..1).
 class BundleError(InputError):
     """A bundle cannot be saved or loaded; the message names the problem and the fix."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_models_folder() -> str:

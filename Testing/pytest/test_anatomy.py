@@ -68,7 +68,7 @@ def test_the_real_source_is_fetched_verified_and_generates_a_dataset(tmp_path):
     assert sitk.ReadImage(str(files["ct"])).GetSize() == (122, 101, 30)
     files["labels"].write_bytes(b"not the organ map")
     again = anatomy.fetch_source(folder)
-    assert anatomy._sha256(again["labels"]) == anatomy.SOURCE["files"]["labels"][1]
+    assert anatomy.sha256_file(again["labels"]) == anatomy.SOURCE["files"]["labels"][1]
     manifest = anatomy.generate_anatomy_dataset(tmp_path / "data", cases=5, labeled=1, validation=1, test=1,
                                                 keep_unlabeled_labels=True, source_dir=folder)
     spec = load_manifest(manifest)

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from lightunetr_core.catalog.catalog import CATALOG_VERSION, CatalogEntry, CatalogError
+from lightunetr_core.storage import cache_root
 from lightunetr_core.vocabulary import InputError
 
 
@@ -27,9 +28,7 @@ class DownloadError(InputError):
 
 
 def cache_folder() -> Path:
-    root = os.environ.get("LIGHTUNETR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lightunetr")
-    return Path(root) / "downloads"
+    return cache_root() / "downloads"
 
 
 class _Progress:

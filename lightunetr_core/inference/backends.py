@@ -85,12 +85,9 @@ def resolve_backend(backend: str | None, device) -> str:
 def onnx_cache_dir() -> Path:
     """Folder of cached ONNX exports: ``$LIGHTUNETR_CACHE/onnx``, ``$XDG_CACHE_HOME/lightunetr/onnx`` or
     ``~/.cache/lightunetr/onnx``."""
-    root = os.environ.get("LIGHTUNETR_CACHE")
-    if root:
-        return Path(root).expanduser() / "onnx"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "lightunetr" / "onnx"
+    from lightunetr_core.storage import cache_root
+
+    return cache_root() / "onnx"
 
 
 def _state_digest(model) -> str:
