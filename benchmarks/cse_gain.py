@@ -63,6 +63,12 @@ def samples_per_iteration(recipe: str, batch_labeled: int, batch_unlabeled: int,
     return (nl + nu) + 2 * nu
 
 
+def passes_ratio(recipe: str, batch_labeled: int, batch_unlabeled: int, lean: bool = False) -> float:
+    """Samples through the network of one ``recipe`` iteration per sample of a supervised one."""
+    return (samples_per_iteration(recipe, batch_labeled, batch_unlabeled, lean)
+            / samples_per_iteration("supervised", batch_labeled, batch_unlabeled))
+
+
 def held_aside_manifest(manifest: Path, out: Path) -> Path | None:
     """A copy of ``manifest`` in which the unlabelled cases that carry a label are labelled cases (paths made
     absolute), or None when none carries one (or the manifest is not ours)."""
@@ -177,8 +183,7 @@ def run(args) -> dict:
         key = "cpu_s_per_iteration" if str(args.device) == "cpu" else "s_per_iteration"
         ratio = runs["cse"][key] / runs["supervised-k"][key]
     else:
-        ratio = (samples_per_iteration(args.recipe, *args.batch, lean=args.lean)
-                 / samples_per_iteration("supervised", *args.batch))
+        ratio = passes_ratio(args.recipe, *args.batch, lean=args.lean)
     compute_its = max(iterations, round(iterations * ratio))
     runs["supervised-k-compute"] = train("supervised-k-compute",
                                          request("supervised-k-compute", "supervised", manifest, compute_its), log)
@@ -196,8 +201,7 @@ def run(args) -> dict:
         "iterations": iterations, "patch": list(patch), "batch": list(args.batch), "seed": args.seed,
         "match": args.match, "device": args.device, "threads": args.threads, "init_bundle": args.init_bundle,
         "runs": runs,
-        "passes_ratio": samples_per_iteration(args.recipe, *args.batch, lean=args.lean)
-        / samples_per_iteration("supervised", *args.batch),
+        "lean": args.lean, "passes_ratio": passes_ratio(args.recipe, *args.batch, lean=args.lean),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine()},
         "date": time.strftime("%Y-%m-%d"),
@@ -211,8 +215,6 @@ def score(report: dict, out: Path, bootstrap: int, log) -> dict:
     from lightunetr_core.cli.demo import evaluate_bundles
 
     log("segmenting the test cases ...")
-    report.setdefault("passes_ratio", samples_per_iteration(report["recipe"], *report["batch"])
-                      / samples_per_iteration("supervised", *report["batch"]))
     runs = report["runs"]
     manifest = report["manifest"]
     table = evaluate_bundles(manifest, {name: run["bundle"] for name, run in runs.items()}, out / "segmentations")

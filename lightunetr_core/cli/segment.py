@@ -284,8 +284,8 @@ def _report_case(events, case_index: int, out: dict, kind: str, card, result, st
     for extra in ("probabilities", "uncertainty", "statistics"):
         if extra in out:
             events.emit("output", path=str(out[extra]), kind=extra, case=case_index)
-        if extra == "uncertainty" and extra in out:
-            events.emit("review", case=case_index, **review_score(result.labels, result.uncertainty))
+            if extra == "uncertainty":
+                events.emit("review", case=case_index, **review_score(result.labels, result.uncertainty))
     events.emit("statistics", case=case_index, classes=stats)
 
 

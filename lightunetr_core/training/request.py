@@ -160,7 +160,8 @@ class TrainingRequest:
 
     # -- checks --------------------------------------------------------------------------------------
     def problems(self) -> list[str]:
-        """What is wrong with the request, as sentences naming the option and the fix (empty: nothing)."""
+        """What is wrong with the request, as sentences naming the option and the fix (empty: nothing). Needs the
+        engine (it imports the network's size rule, and with it torch)."""
         from importlib import util
 
         problems = []
@@ -173,13 +174,12 @@ class TrainingRequest:
         if self.pseudo_label_components not in PSEUDO_LABEL_COMPONENTS:
             problems.append(f"--pseudo-label-components {self.pseudo_label_components!r}: use one of "
                             f"{', '.join(PSEUDO_LABEL_COMPONENTS)}")
-        if util.find_spec("torch") is not None:  # the size rule's message names the nearest valid sizes
-            from lightunetr_core.models.size_rules import check_spatial_size
+        from lightunetr_core.models.size_rules import check_spatial_size  # names the nearest valid sizes
 
-            try:
-                check_spatial_size(self.patch_size)
-            except ValueError as exc:
-                problems.append(f"--patch-size: {exc}")
+        try:
+            check_spatial_size(self.patch_size)
+        except ValueError as exc:
+            problems.append(f"--patch-size: {exc}")
         if self.iterations < 1:
             problems.append("--iterations must be at least 1")
         if self.batch_labeled < 1:
@@ -228,10 +228,6 @@ class TrainingRequest:
             raise InputError("; ".join(problems))
 
     # -- the command line ----------------------------------------------------------------------------
-    _FLAGS = {  # field → option, for every field whose option is not ``--`` + the name with dashes
-        "data": "--data", "run_dir": "-o", "center_crop_unlabeled": "--center-crop-unlabeled",
-    }
-
     def to_cli_args(self) -> list[str]:
         """The ``lightunetr train`` arguments that ask for this request (only the settings that differ from
         the defaults, plus the data and the run folder)."""
@@ -241,7 +237,7 @@ class TrainingRequest:
             value = getattr(self, f.name)
             if f.name == "resume" or (f.name not in ("data", "run_dir") and value == getattr(default, f.name)):
                 continue
-            flag = self._FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+            flag = "-o" if f.name == "run_dir" else "--" + f.name.replace("_", "-")
             if isinstance(value, bool):
                 if value:
                     args.append(flag)
@@ -259,8 +255,7 @@ class TrainingRequest:
         options the parser left at ``None`` take the request's defaults."""
         values = {}
         for f in fields(cls):
-            attr = "run_dir" if f.name == "run_dir" else f.name
-            value = getattr(args, attr, None)
+            value = getattr(args, f.name, None)
             if value is not None:
                 values[f.name] = value
         return cls(**values)
